@@ -1,0 +1,1 @@
+"""HTTP: the FastAPI app, authentication and thin routes over the services."""

@@ -1,0 +1,1 @@
+"""One module per resource; each route gets its service, calls it and returns the result."""

@@ -1,0 +1,43 @@
+"""/v1/fine_tuning/jobs"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from tunery.api.deps import ContainerDep, OrgDep
+from tunery.protocol.common import ListResponse
+from tunery.protocol.fine_tuning import CreateJobRequest, FineTuningJob, FineTuningJobEvent
+
+router = APIRouter(tags=["fine-tuning"])
+MAX_PAGE = 100
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+
+
+@router.post("/fine_tuning/jobs")
+def create(c: ContainerDep, org: OrgDep, body: CreateJobRequest) -> FineTuningJob:
+    return c.jobs.create(org.id, body)
+
+
+@router.get("/fine_tuning/jobs")
+def list_jobs(c: ContainerDep, org: OrgDep, limit: Limit = 20, after: str | None = None) -> ListResponse[FineTuningJob]:
+    data, has_more = c.jobs.list(org.id, limit=limit, after=after)
+    return ListResponse(data=data, has_more=has_more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+def retrieve(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
+    return c.jobs.retrieve(org.id, job_id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+def cancel(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
+    return c.jobs.cancel(org.id, job_id)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events")
+def events(c: ContainerDep, org: OrgDep, job_id: str, limit: Limit = 20,
+           after: str | None = None) -> ListResponse[FineTuningJobEvent]:
+    data, has_more = c.jobs.events(org.id, job_id, limit=limit, after=after)
+    return ListResponse(data=data, has_more=has_more)

@@ -1,0 +1,21 @@
+"""/v1/models"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from tunery.api.deps import ContainerDep, OrgDep
+from tunery.protocol.common import ListResponse
+from tunery.protocol.models import Model
+
+router = APIRouter(tags=["models"])
+
+
+@router.get("/models")
+def list_models(c: ContainerDep, org: OrgDep) -> ListResponse[Model]:
+    return ListResponse(data=c.models.list(org.id))
+
+
+@router.get("/models/{model_id}")
+def retrieve(c: ContainerDep, org: OrgDep, model_id: str) -> Model:
+    return c.models.retrieve(org.id, model_id)

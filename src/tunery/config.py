@@ -1,0 +1,32 @@
+"""Settings from TUNERY_* environment variables; one instance per process, made by get_settings()."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_ORGANIZATION = "default"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNERY_")
+
+    data_dir: Path = Path(".tunery")  # SQLite database, uploaded files, models; everything stateful
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None  # when set, accepted as organization "default"'s key
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    worker_poll_seconds: float = 0.5  # how often an idle worker looks for a job
+    warm_up: bool = True  # convert the embedded model when a worker starts, not at the first job
+    job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
+
+    @property
+    def database_url(self) -> str:
+        return f"sqlite:///{self.data_dir.resolve() / 'tunery.db'}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,154 @@
+"""The worker: claims jobs from the database with a lease, validates their files, runs the
+training recipe, reports events and publishes the fine-tuned model. Runs as its own process
+(`tunery worker`, or beside the API under `tunery serve`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+
+from tunery.catalog import EMBEDDED_MODEL, Catalog
+from tunery.config import Settings
+from tunery.data.formats import load_examples, validate_file
+from tunery.ids import now
+from tunery.storage import BlobStore, Database
+from tunery.storage.files import FilesRepo
+from tunery.storage.jobs import JobsRepo
+from tunery.storage.models import ModelsRepo
+from tunery.storage.orgs import OrgsRepo
+from tunery.storage.tables import FineTunedModel, Job
+from tunery.training.hyperparameters import resolve
+from tunery.training.sft import SFTConfig, SFTRecipe, StepMetrics
+
+log = logging.getLogger(__name__)
+MODEL_ID_LENGTH = 8  # the last field of ft:BASE:ORG:SUFFIX:ID, taken from the job id's end
+
+
+class JobFailed(Exception):
+    """A failure to report on the job: error {code, message, param}."""
+
+    def __init__(self, code: str, message: str, param: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+class Worker:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.db.create_schema()
+        self.blobs = BlobStore(settings.data_dir)
+        self.catalog = Catalog(self.blobs)
+        self.jobs = JobsRepo(self.db)
+        self.files = FilesRepo(self.db)
+        self.models = ModelsRepo(self.db)
+        self.orgs = OrgsRepo(self.db)
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+
+    def warm_up(self) -> None:
+        """Convert the embedded base model now, so that the first job does not wait for it."""
+        if self.settings.warm_up and self.catalog.exists(EMBEDDED_MODEL):
+            self.catalog.path(EMBEDDED_MODEL)
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        log.info("worker %s waiting for jobs", self.worker_id)
+        while not stop.is_set():
+            if not self.run_once():
+                stop.wait(self.settings.worker_poll_seconds)
+
+    def run_once(self) -> bool:
+        """Validate one job's files, or else train one job; False when there was nothing to do."""
+        lease = self.settings.job_lease_seconds
+        if job := self.jobs.claim(("validating_files",), "validating_files", self.worker_id, lease):
+            self._guarded(job, self._validate)
+            return True
+        if job := self.jobs.claim(("queued", "running"), "running", self.worker_id, lease):
+            self._guarded(job, self._train)
+            return True
+        return False
+
+    def _guarded(self, job: Job, step) -> None:
+        try:
+            step(job)
+        except JobFailed as exc:
+            self._fail(job, exc.code, exc.message, exc.param)
+        except Exception as exc:  # a fault of ours: fail the job, keep the worker alive
+            log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+            self._fail(job, "server_error", f"The job failed because of an internal error: {exc}")
+
+    def _fail(self, job: Job, code: str, message: str, param: str | None = None) -> None:
+        self.jobs.add_event(job.id, message, level="error")
+        self.jobs.release(job.id, status="failed", finished_at=now(), estimated_finish=None,
+                          error={"code": code, "message": message, "param": param})
+
+    # validating_files -> queued ----------------------------------------------------------------
+    def _validate(self, job: Job) -> None:
+        for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
+            if file_id is None:
+                continue
+            self.jobs.add_event(job.id, f"Validating {param.replace('_', ' ')}: {file_id}")
+            if self.files.get(job.organization_id, file_id) is None:
+                raise JobFailed("invalid_training_file", f"File {file_id} no longer exists.", param)
+            report = validate_file(self.blobs.file_path(file_id))
+            if not report.ok:
+                first = report.errors[0]
+                raise JobFailed("invalid_training_file", f"The {param.replace('_', ' ')} {file_id} is invalid: {first}", param)
+        self.jobs.add_event(job.id, "Files validated, moving job to queued state")
+        self.jobs.release(job.id, status="queued")
+
+    # queued -> running -> succeeded | cancelled --------------------------------------------------
+    def _train(self, job: Job) -> None:
+        self.jobs.add_event(job.id, "Fine-tuning job started")
+        examples = load_examples(self.blobs.file_path(job.training_file))
+        hp = resolve(job.hyperparameters, len(examples))
+        self.jobs.update(job.id, hyperparameters=hp.as_api())
+        recipe = SFTRecipe(SFTConfig(
+            base_model=str(self.catalog.path(job.base_model)), n_epochs=hp.n_epochs, batch_size=hp.batch_size,
+            learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed, device=self.settings.device,
+        ))
+        started = time.time()
+
+        def on_step(m: StepMetrics) -> bool:
+            self.jobs.add_event(job.id, f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.2f}",
+                                type="metrics", data={"step": m.step, "total_steps": m.total_steps,
+                                                      "train_loss": m.train_loss,
+                                                      "train_mean_token_accuracy": m.train_mean_token_accuracy})
+            per_step = (time.time() - started) / m.step
+            finish = int(time.time() + per_step * (m.total_steps - m.step))
+            return self.jobs.heartbeat(job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
+
+        try:
+            recipe.setup(examples)
+            result = recipe.train(on_step)
+            if result.stopped:
+                self._stop(job)
+                return
+            self._publish(job, recipe, result, hp.training_type)
+        finally:
+            recipe.cleanup()
+
+    def _stop(self, job: Job) -> None:
+        current = self.jobs.get(None, job.id)
+        if current is not None and current.cancel_requested:
+            self.jobs.add_event(job.id, "Fine-tuning job cancelled")
+            self.jobs.release(job.id, status="cancelled", finished_at=now(), estimated_finish=None)
+        # otherwise the lease was lost to another worker, which owns the job now
+
+    def _publish(self, job: Job, recipe: SFTRecipe, result, training_type: str) -> None:
+        org = self.orgs.get(job.organization_id)
+        model_id = f"ft:{job.base_model}:{org.name}:{job.suffix or ''}:{job.id[-MODEL_ID_LENGTH:]}"
+        with self.blobs.staging_dir() as staged:
+            recipe.save(staged, result)
+            self.blobs.publish_dir(staged, self.blobs.model_dir(job.id))
+        self.models.add(FineTunedModel(id=model_id, organization_id=org.id, organization_name=org.name,
+                                       base_model=job.base_model, job_id=job.id, training_type=training_type,
+                                       created_at=now()))
+        self.jobs.add_event(job.id, f"New fine-tuned model created: {model_id}")
+        self.jobs.add_event(job.id, "The job has successfully completed")
+        self.jobs.release(job.id, status="succeeded", fine_tuned_model=model_id, finished_at=now(),
+                          trained_tokens=result.trained_tokens, estimated_finish=None)

@@ -1,0 +1,49 @@
+"""Wires settings to storage and services once per API process."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from tunery.catalog import Catalog
+from tunery.config import Settings
+from tunery.services.chat import ChatService
+from tunery.services.files import FilesService
+from tunery.services.fine_tuning import JobsService
+from tunery.services.models import ModelsService
+from tunery.services.organizations import OrganizationsService
+from tunery.storage import BlobStore, Database
+from tunery.storage.files import FilesRepo
+from tunery.storage.jobs import JobsRepo
+from tunery.storage.models import ModelsRepo
+from tunery.storage.orgs import OrgsRepo
+
+
+class Container:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.db.create_schema()
+        self.blobs = BlobStore(settings.data_dir)
+        self.catalog = Catalog(self.blobs)
+
+    @cached_property
+    def organizations(self) -> OrganizationsService:
+        return OrganizationsService(OrgsRepo(self.db), self.blobs, self.settings.api_key)
+
+    @cached_property
+    def files(self) -> FilesService:
+        return FilesService(FilesRepo(self.db), self.blobs)
+
+    @cached_property
+    def models(self) -> ModelsService:
+        return ModelsService(self.catalog, ModelsRepo(self.db))
+
+    @cached_property
+    def jobs(self) -> JobsService:
+        return JobsService(JobsRepo(self.db), FilesRepo(self.db), self.models)
+
+    @cached_property
+    def chat(self) -> ChatService:
+        from tunery.inference.engine import Engine  # torch is imported only when chat is first used
+
+        return ChatService(self.models, Engine(device=self.settings.device))

@@ -1,0 +1,133 @@
+"""Fine-tuning jobs: create (every parameter checked before anything is stored), list, retrieve,
+cancel, events. The worker process does the rest through the queue in the database."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from typing import Any
+
+from tunery.errors import Conflict, InvalidRequest, NotFound
+from tunery.ids import new_id, now
+from tunery.protocol.fine_tuning import (
+    CreateJobRequest,
+    FineTuningJob,
+    FineTuningJobEvent,
+    Hyperparameters,
+    JobError,
+    Method,
+)
+from tunery.services.models import ModelsService
+from tunery.storage.files import FilesRepo
+from tunery.storage.jobs import JobsRepo
+from tunery.storage.tables import Job
+
+SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_SEED = 2_147_483_647
+HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
+FINISHED = {"succeeded", "failed", "cancelled"}
+
+
+def to_object(row: Job) -> FineTuningJob:
+    hp = Hyperparameters(**row.hyperparameters)
+    method = Method(**row.method) if row.method else None
+    if method is not None and method.type == "supervised":
+        method = Method(type="supervised", supervised={"hyperparameters": hp})
+    return FineTuningJob(
+        id=row.id, created_at=row.created_at, error=JobError(**row.error) if row.error else None,
+        fine_tuned_model=row.fine_tuned_model, finished_at=row.finished_at, hyperparameters=hp, model=row.model,
+        organization_id=row.organization_id, result_files=row.result_files or [], seed=row.seed, status=row.status,
+        trained_tokens=row.trained_tokens, training_file=row.training_file, validation_file=row.validation_file,
+        estimated_finish=row.estimated_finish, integrations=row.integrations, metadata=row.metadata_, method=method,
+    )
+
+
+class JobsService:
+    def __init__(self, repo: JobsRepo, files: FilesRepo, models: ModelsService):
+        self.repo = repo
+        self.files = files
+        self.models = models
+
+    def create(self, org_id: str, request: CreateJobRequest) -> FineTuningJob:
+        if not self.models.is_base(request.model):
+            self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
+            raise InvalidRequest("Continuing from a fine-tuned model is not supported yet; use a base model.",
+                                 param="model", code="model_not_supported")
+        for param in ("training_file", "validation_file"):
+            file_id = getattr(request, param)
+            if file_id is None:
+                continue
+            row = self.files.get(org_id, file_id)
+            if row is None:
+                raise InvalidRequest(f"File {file_id} does not exist.", param=param, code="invalid_file")
+            if row.purpose != "fine-tune":
+                raise InvalidRequest(f"File {file_id} has purpose {row.purpose!r}, not 'fine-tune'.", param=param)
+        if request.suffix is not None and not SUFFIX_PATTERN.match(request.suffix):
+            raise InvalidRequest("suffix must be 1-64 characters of letters, digits, '-' and '_'.", param="suffix")
+        if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
+            raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}.", param="seed")
+        hyperparameters = _requested_hyperparameters(request)
+        job = Job(
+            id=new_id("ftjob"), organization_id=org_id, model=request.model, base_model=request.model,
+            training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
+            seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
+            status="validating_files", hyperparameters=hyperparameters,
+            method={"type": "supervised"}, metadata_=request.metadata, integrations=request.integrations,
+            result_files=[], created_at=now(),
+        )
+        self.repo.add(job)
+        self.repo.add_event(job.id, f"Created fine-tuning job: {job.id}")
+        return to_object(job)
+
+    def retrieve(self, org_id: str, job_id: str) -> FineTuningJob:
+        return to_object(self._row(org_id, job_id))
+
+    def list(self, org_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
+        rows = self.repo.list(org_id, limit=limit + 1, after=after)
+        return [to_object(r) for r in rows[:limit]], len(rows) > limit
+
+    def cancel(self, org_id: str, job_id: str) -> FineTuningJob:
+        row = self._row(org_id, job_id)
+        if row.status in FINISHED:
+            raise Conflict(f"Job {job_id} is {row.status} and cannot be cancelled.", param="fine_tuning_job_id")
+        if row.status == "running":
+            self.repo.update(job_id, cancel_requested=True)  # the worker stops within one step
+        else:
+            self.repo.add_event(job_id, "Fine-tuning job cancelled")
+            self.repo.release(job_id, status="cancelled", finished_at=now(), cancel_requested=True)
+        return to_object(self._row(org_id, job_id))
+
+    def events(self, org_id: str, job_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJobEvent], bool]:
+        self._row(org_id, job_id)
+        rows = self.repo.events(job_id, limit=limit + 1, after=after)
+        events = [FineTuningJobEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message,
+                                     data=e.data, type=e.type) for e in rows[:limit]]
+        return events, len(rows) > limit
+
+    def _row(self, org_id: str, job_id: str) -> Job:
+        row = self.repo.get(org_id, job_id)
+        if row is None:
+            raise NotFound(f"Fine-tuning job {job_id} not found.", param="fine_tuning_job_id")
+        return row
+
+
+def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
+    """Top-level `hyperparameters` (deprecated) or `method.supervised.hyperparameters`, checked."""
+    method = request.method
+    if method is not None and method.type != "supervised":
+        raise InvalidRequest(f"Fine-tuning method {method.type!r} is not available yet; use 'supervised'.",
+                             param="method.type")
+    given = request.hyperparameters
+    if method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
+        given = method.supervised.hyperparameters
+    values = (given or Hyperparameters()).model_dump()
+    for key, (low, high) in HYPERPARAMETER_RANGES.items():
+        value = values.get(key)
+        if value not in (None, "auto") and not low <= value <= high:
+            raise InvalidRequest(f"{key} must be between {low} and {high}, or 'auto'.", param=f"hyperparameters.{key}")
+    multiplier = values.get("learning_rate_multiplier")
+    if multiplier not in (None, "auto") and multiplier <= 0:
+        raise InvalidRequest("learning_rate_multiplier must be positive, or 'auto'.",
+                             param="hyperparameters.learning_rate_multiplier")
+    return {k: ("auto" if v is None and k != "training_type" else v) for k, v in values.items()} | {
+        "training_type": values.get("training_type") or "lora"}

@@ -1,0 +1,52 @@
+"""Models: the base models of the catalog and each organization's fine-tuned models, and the
+resolution of a model name to the weights that serve or continue it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunery.catalog import BASE_MODEL_OWNER, Catalog
+from tunery.errors import NotFound
+from tunery.ids import now
+from tunery.protocol.models import Model
+from tunery.storage.models import ModelsRepo
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    id: str
+    base_path: Path  # the base model's Hugging Face folder
+    adapter_path: Path | None  # a fine-tuned model's artefacts, None for a base model
+
+
+class ModelsService:
+    def __init__(self, catalog: Catalog, repo: ModelsRepo):
+        self.catalog = catalog
+        self.repo = repo
+        self._started = now()  # base models have no creation date of their own here
+
+    def list(self, org_id: str) -> list[Model]:
+        base = [Model(id=name, created=self._started, owned_by=BASE_MODEL_OWNER) for name in self.catalog.names()]
+        tuned = [Model(id=row.id, created=row.created_at, owned_by=row.organization_name) for row in self.repo.list(org_id)]
+        return base + tuned
+
+    def retrieve(self, org_id: str, model_id: str) -> Model:
+        return next((m for m in self.list(org_id) if m.id == model_id), None) or self._not_found(model_id)
+
+    def is_base(self, model_id: str) -> bool:
+        return self.catalog.exists(model_id)
+
+    def resolve(self, org_id: str, model_id: str, *, param: str = "model") -> ResolvedModel:
+        """Where the weights of a model this organization may use are; NotFound otherwise."""
+        if self.catalog.exists(model_id):
+            return ResolvedModel(model_id, self.catalog.path(model_id), None)
+        row = self.repo.get(model_id)
+        if row is None or row.organization_id != org_id:
+            self._not_found(model_id, param)
+        return ResolvedModel(model_id, self.catalog.path(row.base_model), self.catalog.blobs.model_dir(row.job_id))
+
+    @staticmethod
+    def _not_found(model_id: str, param: str = "model"):
+        raise NotFound(f"The model '{model_id}' does not exist or you do not have access to it.",
+                       param=param, code="model_not_found")

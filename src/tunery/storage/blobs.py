@@ -1,0 +1,114 @@
+"""Blobs on disk under the data directory: uploaded files, fine-tuned model artefacts and the
+converted base models. Every write lands in a temporary path first and is renamed into place,
+so a reader never sees half a blob."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+
+class BlobStore:
+    def __init__(self, root: Path):
+        self.root = Path(root).resolve()
+        for folder in ("files", "models", "base_models", "tmp"):
+            (self.root / folder).mkdir(parents=True, exist_ok=True)
+
+    # uploaded files --------------------------------------------------------------------------
+    def file_path(self, file_id: str) -> Path:
+        return self.root / "files" / file_id
+
+    def write_file(self, file_id: str, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> int:
+        """Stream chunks to the file's blob; returns its size. Raises BlobTooLarge (and keeps
+        nothing) once more than max_bytes arrive."""
+        size = 0
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if max_bytes is not None and size > max_bytes:
+                        raise BlobTooLarge(max_bytes)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, self.file_path(file_id))
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return size
+
+    def delete_file(self, file_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.file_path(file_id).unlink()
+
+    # fine-tuned models -----------------------------------------------------------------------
+    def model_dir(self, job_id: str) -> Path:
+        """Artefacts of the model a job produced (adapter or full weights, tokenizer, config)."""
+        return self.root / "models" / job_id
+
+    @contextlib.contextmanager
+    def staging_dir(self) -> Iterator[Path]:
+        """A fresh folder for writing artefacts that will be published with publish_dir()."""
+        path = Path(tempfile.mkdtemp(dir=self.root / "tmp"))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish_dir(self, staged: Path, final: Path) -> None:
+        """Atomically move a complete staged folder to its final place."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _fsync_tree(staged)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staged, final)
+
+    # secrets ---------------------------------------------------------------------------------
+    def read_secret(self, name: str) -> str | None:
+        path = self.root / f"{name}.secret"
+        return path.read_text().strip() if path.exists() else None
+
+    def write_secret(self, name: str, value: str) -> None:
+        """Written readable by the owner alone (mode 0600)."""
+        path = self.root / f"{name}.secret"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(value + "\n")
+
+    # base models -----------------------------------------------------------------------------
+    def base_model_dir(self, name: str) -> Path:
+        return self.root / "base_models" / name
+
+    def base_model_names(self) -> list[str]:
+        folder = self.root / "base_models"
+        return sorted(p.name for p in folder.iterdir() if (p / "config.json").exists())
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A lock shared across processes (the API and the worker both convert base models)."""
+        with open(self.root / "tmp" / f"{name}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class BlobTooLarge(Exception):
+    def __init__(self, max_bytes: int):
+        super().__init__(f"more than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())

@@ -1,0 +1,1 @@
+"""Training: hyperparameter resolution and the supervised fine-tuning recipe. Free of HTTP and SQL."""

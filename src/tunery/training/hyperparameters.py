@@ -1,0 +1,58 @@
+"""Resolving "auto" hyperparameters from the data set, as OpenAI's guide describes them."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+TARGET_EPOCHS = 3  # the guide: start from 3 epochs ...
+MIN_EPOCHS, MAX_EPOCHS = 1, 25  # ... clamped to this range ...
+MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 100, 25_000  # ... so that examples x epochs lands here
+MAX_AUTO_BATCH_SIZE = 256
+BATCH_FRACTION = 0.002  # OpenAI's auto batch size is about 0.2% of the examples
+BASE_LEARNING_RATE = {"lora": 1e-3, "full": 2e-5}  # multiplied by learning_rate_multiplier
+
+
+@dataclass(frozen=True)
+class Resolved:
+    n_epochs: int
+    batch_size: int
+    learning_rate_multiplier: float
+    training_type: str
+
+    @property
+    def learning_rate(self) -> float:
+        return BASE_LEARNING_RATE[self.training_type] * self.learning_rate_multiplier
+
+    def as_api(self) -> dict[str, Any]:
+        return {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
+                "learning_rate_multiplier": self.learning_rate_multiplier, "training_type": self.training_type}
+
+
+def default_epochs(n_examples: int) -> int:
+    epochs = TARGET_EPOCHS
+    if n_examples * epochs < MIN_TARGET_EXAMPLES:
+        epochs = min(MAX_EPOCHS, math.ceil(MIN_TARGET_EXAMPLES / n_examples))
+    elif n_examples * epochs > MAX_TARGET_EXAMPLES:
+        epochs = max(MIN_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return epochs
+
+
+def default_batch_size(n_examples: int) -> int:
+    return max(1, min(MAX_AUTO_BATCH_SIZE, round(n_examples * BATCH_FRACTION)))
+
+
+def resolve(requested: dict[str, Any], n_examples: int) -> Resolved:
+    """Numbers for every hyperparameter; "auto" or absent ones from the data set."""
+
+    def given(key: str):
+        value = requested.get(key)
+        return None if value in (None, "auto") else value
+
+    return Resolved(
+        n_epochs=given("n_epochs") or default_epochs(n_examples),
+        batch_size=given("batch_size") or default_batch_size(n_examples),
+        learning_rate_multiplier=float(given("learning_rate_multiplier") or 1.0),
+        training_type=requested.get("training_type") or "lora",
+    )
