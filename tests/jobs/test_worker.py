@@ -1,0 +1,86 @@
+"""The worker in-process on a real database and the tiny model: status transitions, a job that
+fails with OpenAI's error object, and a cancelled job that leaves no model behind."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from tests.conftest import SHARED_DATA, TINY_MODEL
+from tunery.config import Settings
+from tunery.jobs.worker import Worker
+from tunery.protocol.fine_tuning import CreateJobRequest
+from tunery.services.container import Container
+
+
+@pytest.fixture
+def setup(tiny_model_dir):
+    settings = Settings(warm_up=False, worker_poll_seconds=0.05)
+    shutil.copytree(tiny_model_dir, settings.data_dir / "base_models" / TINY_MODEL)
+    container = Container(settings)
+    org = container.organizations.repo.ensure("default")
+    data = (SHARED_DATA / "marv.jsonl").read_bytes()
+    training_file = container.files.create(org.id, "marv.jsonl", "fine-tune", [data])
+    return container, Worker(settings), org, training_file
+
+
+def create_job(container, org, training_file, **hyperparameters):
+    request = CreateJobRequest(model=TINY_MODEL, training_file=training_file.id, suffix="t",
+                               hyperparameters=hyperparameters or None)
+    return container.jobs.create(org.id, request)
+
+
+def test_job_runs_through_every_status_to_a_registered_model(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=1)
+    assert job.status == "validating_files" and job.hyperparameters.n_epochs == 1
+    assert worker.run_once()
+    assert container.jobs.retrieve(org.id, job.id).status == "queued"
+    assert worker.run_once()
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded" and done.trained_tokens > 0
+    assert done.hyperparameters.batch_size == 1 and done.hyperparameters.learning_rate_multiplier == 1.0
+    assert done.fine_tuned_model in [m.id for m in container.models.list(org.id)]
+    assert not worker.run_once()
+
+
+def test_missing_training_file_fails_the_job_with_an_error_object(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file)
+    container.files.delete(org.id, training_file.id)
+    worker.run_once()
+    failed = container.jobs.retrieve(org.id, job.id)
+    assert failed.status == "failed" and failed.finished_at is not None
+    assert failed.error.code == "invalid_training_file" and failed.error.param == "training_file"
+    assert training_file.id in failed.error.message
+    events, _ = container.jobs.events(org.id, job.id, limit=1, after=None)
+    assert events[0].level == "error"
+
+
+def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=50)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while not container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type == "metrics":
+            assert time.time() < deadline, "training never started"
+            time.sleep(0.05)
+        container.jobs.cancel(org.id, job.id)
+        while container.jobs.retrieve(org.id, job.id).status == "running":
+            assert time.time() < deadline, "cancel was not honoured"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    cancelled = container.jobs.retrieve(org.id, job.id)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
+    steps = [e for e in container.jobs.events(org.id, job.id, limit=100, after=None)[0] if e.type == "metrics"]
+    assert len(steps) < 50 * 12
+    assert not [m.id for m in container.models.list(org.id) if m.id.startswith("ft:")]
+    assert not worker.blobs.model_dir(job.id).exists()
