@@ -107,15 +107,13 @@ class Server:
         self.log.close()
 
 
-@pytest.fixture
-def start_server(tmp_path) -> Iterator:
-    """Start `tunery serve` on a fresh data dir; extra base model folders are copied in first."""
+def _server_factory(root: Path):
     servers: list[Server] = []
 
     def start(*, base_models: tuple[Path, ...] = (), warm_up: bool = False, env_key: bool = True,
               data_dir: Path | None = None) -> Server:
         """env_key=False starts it without TUNERY_API_KEY; data_dir reuses a stopped server's state."""
-        data_dir = data_dir or tmp_path / f"server-data-{len(servers)}"
+        data_dir = data_dir or root / f"server-data-{len(servers)}"
         for folder in base_models:
             shutil.copytree(folder, data_dir / "base_models" / folder.name)
         env = {"TUNERY_WARM_UP": str(warm_up).lower()} | ({} if env_key else {"TUNERY_API_KEY": None})
@@ -123,14 +121,25 @@ def start_server(tmp_path) -> Iterator:
         servers.append(server)
         return server
 
+    return start, servers
+
+
+@pytest.fixture
+def start_server(tmp_path) -> Iterator:
+    """Start `tunery serve` on a fresh data dir; extra base model folders are copied in first."""
+    start, servers = _server_factory(tmp_path)
     yield start
     for server in servers:
         server.stop()
 
 
-@pytest.fixture
-def tiny_server(start_server, tiny_model_dir) -> Server:
-    return start_server(base_models=(tiny_model_dir,))
+@pytest.fixture(scope="module")
+def tiny_server(tmp_path_factory, tiny_model_dir) -> Iterator[Server]:
+    """One server with the tiny model for a whole test module."""
+    start, servers = _server_factory(tmp_path_factory.mktemp("server"))
+    yield start(base_models=(tiny_model_dir,))
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture

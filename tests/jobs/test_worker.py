@@ -60,6 +60,16 @@ def test_missing_training_file_fails_the_job_with_an_error_object(setup):
     assert events[0].level == "error"
 
 
+def test_job_cancelled_while_its_files_are_validated_stays_cancelled(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file)
+    claimed = worker.jobs.claim(("validating_files",), "validating_files", "other-worker", 60)
+    container.jobs.cancel(org.id, job.id)
+    worker._validate(claimed)  # the other worker finishes validating after the cancel
+    assert container.jobs.retrieve(org.id, job.id).status == "cancelled"
+    assert not worker.run_once()
+
+
 def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     container, worker, org, training_file = setup
     job = create_job(container, org, training_file, n_epochs=50)

@@ -98,8 +98,9 @@ class Worker:
             if not report.ok:
                 first = report.errors[0]
                 raise JobFailed("invalid_training_file", f"The {param.replace('_', ' ')} {file_id} is invalid: {first}", param)
-        self.jobs.add_event(job.id, "Files validated, moving job to queued state")
-        self.jobs.release(job.id, status="queued")
+        # Cancelled while we validated: the job stays cancelled.
+        if self.jobs.release(job.id, only_if_status="validating_files", status="queued"):
+            self.jobs.add_event(job.id, "Files validated, moving job to queued state")
 
     # queued -> running -> succeeded | cancelled --------------------------------------------------
     def _train(self, job: Job) -> None:

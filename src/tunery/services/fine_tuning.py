@@ -66,6 +66,8 @@ class JobsService:
             raise InvalidRequest("suffix must be 1-64 characters of letters, digits, '-' and '_'.", param="suffix")
         if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}.", param="seed")
+        if request.integrations:
+            raise InvalidRequest("Integrations (Weights & Biases) are not available yet.", param="integrations")
         hyperparameters = _requested_hyperparameters(request)
         job = Job(
             id=new_id("ftjob"), organization_id=org_id, model=request.model, base_model=request.model,

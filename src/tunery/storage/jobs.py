@@ -37,9 +37,13 @@ class JobsRepo:
                                     ((Job.created_at == anchor.created_at) & (Job.id < after)))
             return list(s.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
 
-    def update(self, job_id: str, **fields: Any) -> None:
+    def update(self, job_id: str, *, only_if_status: str | None = None, **fields: Any) -> bool:
+        """Set fields; with only_if_status, only while the job is still in that status."""
         with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(**fields))
+            query = update(Job).where(Job.id == job_id)
+            if only_if_status is not None:
+                query = query.where(Job.status == only_if_status)
+            return s.execute(query.values(**fields)).rowcount == 1
 
     def claim(self, statuses: tuple[str, ...], new_status: str, worker_id: str,
               lease_seconds: float) -> Job | None:
@@ -62,9 +66,9 @@ class JobsRepo:
                 return None
         return self.get(None, candidate.id)
 
-    def release(self, job_id: str, **fields: Any) -> None:
+    def release(self, job_id: str, *, only_if_status: str | None = None, **fields: Any) -> bool:
         """Hand the job back to the queue (or finish it): no worker, no lease."""
-        self.update(job_id, worker_id=None, lease_expires_at=None, **fields)
+        return self.update(job_id, only_if_status=only_if_status, worker_id=None, lease_expires_at=None, **fields)
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float, **fields: Any) -> bool:
         """Extend the lease; False when the job is no longer this worker's (or cancel was asked)."""

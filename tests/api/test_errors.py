@@ -1,0 +1,74 @@
+"""Bad requests get OpenAI's error envelope, the SDK's matching exception, and store nothing."""
+
+from __future__ import annotations
+
+import io
+
+import openai
+import pytest
+
+from tests.conftest import SHARED_DATA, TINY_MODEL
+
+MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
+
+
+def upload(client, data: bytes = MARV, name: str = "train.jsonl"):
+    return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune")
+
+
+def test_training_file_with_a_bad_line_is_refused_and_not_stored(client):
+    lines = MARV.splitlines()
+    lines[2] = b'{"messages": [{"role": "robot", "content": "beep"}]}'
+    stored = len(client.files.list().data)
+    with pytest.raises(openai.BadRequestError) as caught:
+        upload(client, b"\n".join(lines))
+    error = caught.value.body
+    assert error["param"] == "file" and error["code"] == "invalid_file_format"
+    assert "line 3" in error["message"] and "unknown_role" in error["message"]
+    assert len(client.files.list().data) == stored
+
+
+def test_fine_tune_files_must_be_jsonl(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        upload(client, name="train.csv")
+    assert caught.value.body["param"] == "file"
+
+
+@pytest.mark.parametrize("overrides, param", [
+    ({"suffix": "has spaces"}, "suffix"),
+    ({"suffix": "x" * 65}, "suffix"),
+    ({"seed": -1}, "seed"),
+    ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
+    ({"hyperparameters": {"batch_size": 0}}, "hyperparameters.batch_size"),
+    ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
+    ({"method": {"type": "dpo"}}, "method.type"),
+    ({"training_file": "file-doesnotexist"}, "training_file"),
+    ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
+])
+def test_bad_job_parameters_are_refused_naming_the_param(client, overrides, param):
+    training_file = upload(client).id
+    jobs = len(client.fine_tuning.jobs.list().data)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(**({"model": TINY_MODEL, "training_file": training_file} | overrides))
+    assert caught.value.body["param"] == param
+    assert len(client.fine_tuning.jobs.list().data) == jobs
+
+
+def test_unknown_objects_are_404(client):
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.fine_tuning.jobs.create(model="no-such-model", training_file=upload(client).id)
+    assert caught.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.NotFoundError):
+        client.fine_tuning.jobs.retrieve("ftjob-nope")
+    with pytest.raises(openai.NotFoundError):
+        client.files.retrieve("file-nope")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.chat.completions.create(model="ft:nope", messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.body["code"] == "model_not_found"
+
+
+def test_request_validation_errors_use_the_envelope(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=TINY_MODEL, messages=[])
+    assert caught.value.body["param"] == "messages"
+    assert set(caught.value.body) == {"message", "type", "param", "code"}
