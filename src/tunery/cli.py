@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,23 +45,27 @@ def serve(
     typer.echo(f"  export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}", nl=True)
     worker_process = None
     if not no_worker:
-        worker_process = subprocess.Popen([sys.executable, "-m", "tunery", "worker", "--data-dir", str(settings.data_dir)])
+        worker_process = subprocess.Popen([sys.executable, "-m", "tunery", "worker", "--data-dir", str(settings.data_dir),
+                                           "--exit-with-parent", str(os.getpid())])
     try:
         uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
-    finally:
+    finally:  # on a signal uvicorn re-raises it and this never runs; the worker then sees us gone
         if worker_process is not None:
             worker_process.terminate()
             worker_process.wait(timeout=30)
 
 
 @app.command()
-def worker(data_dir: DataDir = None) -> None:
+def worker(
+    data_dir: DataDir = None,
+    exit_with_parent: Annotated[Optional[int], typer.Option(hidden=True, help="Exit once this process is gone")] = None,
+) -> None:
     """Run a job worker alone (more workers, or one on another machine sharing the state)."""
     from tunery.jobs.worker import Worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     try:
-        instance = Worker(_settings(data_dir=data_dir))
+        instance = Worker(_settings(data_dir=data_dir), parent_pid=exit_with_parent)
         instance.warm_up()
         instance.run_forever()
     except KeyboardInterrupt:

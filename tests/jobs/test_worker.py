@@ -3,6 +3,7 @@ fails with OpenAI's error object, and a cancelled job that leaves no model behin
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -94,3 +95,21 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     assert len(steps) < 50 * 12
     assert not [m.id for m in container.models.list(org.id) if m.id.startswith("ft:")]
     assert not worker.blobs.model_dir(job.id).exists()
+
+
+def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=50)
+    worker.run_once()  # validated
+    worker.parent_pid = os.getppid()
+    thread = threading.Thread(target=worker.run_once)
+    thread.start()
+    deadline = time.time() + 60
+    while container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type != "metrics":
+        assert time.time() < deadline, "training never started"
+        time.sleep(0.05)
+    worker.parent_pid = -1  # as if `tunery serve` had gone away
+    thread.join(timeout=60)
+    requeued = container.jobs.retrieve(org.id, job.id)
+    assert requeued.status == "queued" and requeued.fine_tuned_model is None
+    assert worker.jobs.claim(("queued",), "running", "next-worker", 60).id == job.id

@@ -37,8 +37,11 @@ class JobFailed(Exception):
 
 
 class Worker:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, *, parent_pid: int | None = None):
+        """parent_pid: exit (handing any job back to the queue) once that process is gone, as
+        the worker of `tunery serve` does when the server stops, however it stops."""
         self.settings = settings
+        self.parent_pid = parent_pid
         self.db = Database(settings.database_url)
         self.db.create_schema()
         self.blobs = BlobStore(settings.data_dir)
@@ -57,7 +60,7 @@ class Worker:
     def run_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
         log.info("worker %s waiting for jobs", self.worker_id)
-        while not stop.is_set():
+        while not stop.is_set() and self._parent_alive():
             if not self.run_once():
                 stop.wait(self.settings.worker_poll_seconds)
 
@@ -121,7 +124,8 @@ class Worker:
                                                       "train_mean_token_accuracy": m.train_mean_token_accuracy})
             per_step = (time.time() - started) / m.step
             finish = int(time.time() + per_step * (m.total_steps - m.step))
-            return self.jobs.heartbeat(job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
+            return self._parent_alive() and self.jobs.heartbeat(
+                job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
 
         try:
             recipe.setup(examples)
@@ -134,11 +138,19 @@ class Worker:
             recipe.cleanup()
 
     def _stop(self, job: Job) -> None:
+        """Training stopped early: cancelled, or this worker is going away (the job goes back to
+        the queue), or another worker took the job over after our lease ran out (it is theirs)."""
         current = self.jobs.get(None, job.id)
-        if current is not None and current.cancel_requested:
+        if current is None or current.worker_id != self.worker_id:
+            return
+        if current.cancel_requested:
             self.jobs.add_event(job.id, "Fine-tuning job cancelled")
             self.jobs.release(job.id, status="cancelled", finished_at=now(), estimated_finish=None)
-        # otherwise the lease was lost to another worker, which owns the job now
+        elif self.jobs.release(job.id, only_if_status="running", status="queued", estimated_finish=None):
+            self.jobs.add_event(job.id, "The worker stopped; the job is queued to start again", level="warn")
+
+    def _parent_alive(self) -> bool:
+        return self.parent_pid is None or os.getppid() == self.parent_pid
 
     def _publish(self, job: Job, recipe: SFTRecipe, result, training_type: str) -> None:
         org = self.orgs.get(job.organization_id)
