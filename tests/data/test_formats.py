@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.conftest import SHARED_DATA
-from tunery.data.formats import MIN_EXAMPLES, validate_file
+from tunery.data.validate import MIN_EXAMPLES, validate_file
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

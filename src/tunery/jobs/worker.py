@@ -13,7 +13,7 @@ import traceback
 
 from tunery.catalog import EMBEDDED_MODEL, Catalog
 from tunery.config import Settings
-from tunery.data.formats import load_examples, validate_file
+from tunery.data.validate import load_examples, validate_file
 from tunery.ids import now
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo

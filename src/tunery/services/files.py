@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from tunery.data.formats import validate_file
+from tunery.data.validate import validate_file
 from tunery.errors import InvalidRequest, NotFound, TooLarge
 from tunery.ids import new_id, now
 from tunery.protocol.files import FileDeleted, FileObject

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from tunery.data.render import IGNORE, Rendered, render_example
+from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT, IGNORE, Rendered, render_example
 
 MAX_SEQUENCE_TOKENS = 4096  # longer examples are truncated (keeping the beginning)
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -36,6 +36,7 @@ class SFTConfig:
     lora_dropout: float = 0.0  # small data sets gain little from it and it slows CPU steps
     warmup_fraction: float = 0.03  # of all steps, linear warm-up before a linear decay to zero
     weight_decay: float = 0.0
+    prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT  # legacy prompt/completion data: loss weight of prompt tokens
     device: str = "auto"  # "auto" picks CUDA (bf16) when present, else CPU (float32)
 
     def __post_init__(self) -> None:
@@ -82,7 +83,10 @@ class SFTRecipe:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
-        self.examples: list[Rendered] = [render_example(self.tokenizer, e, max_length=max_length) for e in examples]
+        self.examples: list[Rendered] = [
+            render_example(self.tokenizer, e, max_length=max_length, prompt_loss_weight=cfg.prompt_loss_weight)
+            for e in examples
+        ]
         if cfg.training_type == "lora":
             from peft import LoraConfig, get_peft_model
 
@@ -124,32 +128,36 @@ class SFTRecipe:
         return result
 
     def _step(self, batch: list[Rendered]) -> tuple[float, float]:
-        input_ids, attention_mask, labels = self._collate(batch)
+        input_ids, attention_mask, labels, weights = self._collate(batch)
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
         # Position t predicts token t+1: compare logits[:, :-1] with labels[:, 1:].
-        targets = labels[:, 1:]
+        targets, weights = labels[:, 1:], weights[:, 1:]
         trained = targets != IGNORE
-        picked = logits[:, :-1][trained].float()
-        loss = torch.nn.functional.cross_entropy(picked, targets[trained])
+        picked, wanted, weight = logits[:, :-1][trained].float(), targets[trained], weights[trained]
+        token_losses = torch.nn.functional.cross_entropy(picked, wanted, reduction="none")
+        loss = (token_losses * weight).sum() / weight.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        accuracy = (picked.argmax(-1) == targets[trained]).float().mean()
+        full = weight == 1.0  # accuracy on the tokens trained at full weight, as the guide reports it
+        accuracy = (picked.argmax(-1)[full] == wanted[full]).float().mean()
         return loss.item(), accuracy.item()
 
-    def _collate(self, batch: list[Rendered]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _collate(self, batch: list[Rendered]) -> tuple[torch.Tensor, ...]:
         width = max(len(e.input_ids) for e in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+        weights = torch.zeros((len(batch), width), dtype=torch.float32)
         for row, example in enumerate(batch):
             n = len(example.input_ids)
             ids[row, :n] = torch.tensor(example.input_ids)
             mask[row, :n] = 1
             labels[row, :n] = torch.tensor(example.labels)
-        return ids.to(self.device), mask.to(self.device), labels.to(self.device)
+            weights[row, :n] = torch.tensor(example.weights) if example.weights is not None else 1.0
+        return ids.to(self.device), mask.to(self.device), labels.to(self.device), weights.to(self.device)
 
     # save ------------------------------------------------------------------------------------
     def save(self, folder: Path, result: SFTResult) -> None:

@@ -1,4 +1,4 @@
-"""The `tunery` command line. One Typer app; each command's docstring is its help."""
+"""`tunery serve` (the API and a worker process) and `tunery worker` (a worker alone)."""
 
 from __future__ import annotations
 
@@ -6,24 +6,14 @@ import logging
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from tunery.config import DEFAULT_ORGANIZATION, Settings
-
-app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="State folder [env TUNERY_DATA_DIR; default ./.tunery]")]
+from tunery.cli.common import DataDir, settings as _settings
+from tunery.config import DEFAULT_ORGANIZATION
 
 
-def _settings(**overrides) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-@app.command()
 def serve(
     host: Annotated[Optional[str], typer.Option(help="Address to listen on [default 127.0.0.1]")] = None,
     port: Annotated[Optional[int], typer.Option(help="Port to listen on [default 8000]")] = None,
@@ -55,7 +45,6 @@ def serve(
             worker_process.wait(timeout=30)
 
 
-@app.command()
 def worker(
     data_dir: DataDir = None,
     exit_with_parent: Annotated[Optional[int], typer.Option(hidden=True, help="Exit once this process is gone")] = None,
@@ -70,7 +59,3 @@ def worker(
         instance.run_forever()
     except KeyboardInterrupt:
         pass
-
-
-def main() -> None:
-    app()
