@@ -17,6 +17,9 @@ import pytest
 from openai import OpenAI
 
 from tunery.catalog import _embedded_gguf
+from tunery.cli.common import quiet_libraries
+
+quiet_libraries()  # as `tunery` does, before transformers is imported
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import time
 
 import openai
 import pytest
@@ -72,3 +74,24 @@ def test_request_validation_errors_use_the_envelope(client):
         client.chat.completions.create(model=TINY_MODEL, messages=[])
     assert caught.value.body["param"] == "messages"
     assert set(caught.value.body) == {"message", "type", "param", "code"}
+
+
+def wait_until_finished(client, job_id: str, timeout: float = 120):
+    deadline = time.time() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
+        assert time.time() < deadline, f"job still {job.status}"
+        time.sleep(0.2)
+    return job
+
+
+def test_a_file_failing_the_models_checks_fails_the_job_naming_the_line(client):
+    lines = MARV.splitlines()
+    past_context = {"messages": [{"role": "user", "content": "word " * 1100}, {"role": "assistant", "content": "ok"}]}
+    lines.insert(4, json.dumps(past_context).encode())  # the tiny model's context is 1024 tokens
+    bad = upload(client, b"\n".join(lines))  # the format is fine: the upload is accepted
+    for param, files in (("training_file", {"training_file": bad.id}),
+                         ("validation_file", {"training_file": upload(client).id, "validation_file": bad.id})):
+        job = wait_until_finished(client, client.fine_tuning.jobs.create(model=TINY_MODEL, **files).id)
+        assert job.status == "failed" and job.fine_tuned_model is None
+        assert (job.error.code, job.error.param) == ("invalid_training_file", param)
+        assert "line 5" in job.error.message and "nothing_to_train" in job.error.message

@@ -71,16 +71,18 @@ def prepare_data(
         fail(f"{file}: no such file")
 
     def accept(fix: Fix) -> bool:
-        return yes or typer.confirm(f"- [Recommended] {fix.action}", default=True)
+        question = f"- [Recommended] {fix.action}"
+        if yes:
+            typer.echo(f"{question} [Y/n]: Y")
+            return True
+        return typer.confirm(question, default=True)
 
     try:
         frame = read_table(file)
         typer.echo("Analyzing...")
-        prepared = prepare(frame, _announce(accept), to_chat=to_chat)
+        prepared = prepare(frame, _announce(accept), note=lambda text: typer.echo(f"- {text}"), to_chat=to_chat)
     except PrepareError as exc:
         fail(str(exc))
-    for note in prepared.notes:
-        typer.echo(f"- {note}")
     wants_split = prepared.task == "classification" and accept(
         Fix("split", "", "Split into training and validation sets", False, lambda f: f))
     paths = output_paths(file, out, wants_split)

@@ -9,6 +9,7 @@ Framework-free: the CLI decides, through `accept`, which optional fixes to apply
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,20 +64,30 @@ def read_table(path: Path) -> pd.DataFrame:
     return frame.fillna("").astype(str)
 
 
-Check = Callable[[pd.DataFrame, list[str]], "Fix | None"]  # may add notes; raises PrepareError when unusable
+Note = Callable[[str], None]
+Check = Callable[[pd.DataFrame, Note], "Fix | None"]  # raises PrepareError when the data is unusable
 
 
-def prepare(frame: pd.DataFrame, accept: Callable[[Fix], bool], *, to_chat: bool = False) -> Prepared:
-    """Run every check in order, each on the data as the fixes before it left it. Separator,
-    leading space and stop sequence matter only to completion models, so --to-chat skips them."""
-    notes: list[str] = [f"Your file contains {len(frame)} prompt-completion pairs"]
+def prepare(frame: pd.DataFrame, decide: Callable[[Fix], bool], *, note: Note = lambda text: None,
+            to_chat: bool = False) -> Prepared:
+    """Run every check in order, each on the data as the fixes before it left it. `decide` sees
+    every fix found; its answer counts for the optional ones (necessary ones always apply).
+    `note` receives findings that need no fix as they come. Separator, leading space and stop
+    sequence matter only to completion models, so to_chat skips them."""
+    notes: list[str] = []
+
+    def noted(text: str) -> None:
+        notes.append(text)
+        note(text)
+
+    noted(f"Your file contains {len(frame)} prompt-completion pairs")
     applied: list[Fix] = []
     checks: list[Check] = [_lower_case_columns, _extra_columns, _empty_completions, _task_note, _duplicates]
     if not to_chat:
         checks += [_separator, _leading_space, _stop_sequence]
     for check in checks:
-        fix = check(frame, notes)
-        if fix is not None and (fix.necessary or accept(fix)):
+        fix = check(frame, noted)
+        if fix is not None and (decide(fix) or fix.necessary):
             frame = fix.apply(frame).reset_index(drop=True)
             applied.append(fix)
     return Prepared(frame[FIELDS], infer_task(frame), notes, applied,
@@ -92,7 +103,12 @@ def infer_task(frame: pd.DataFrame) -> str:
 
 
 def common_suffix(values: pd.Series) -> str:
-    texts = list(values)
+    """The ending every value shares, when it looks deliberate: a marker such as `\\n\\n###\\n\\n`,
+    ` END` or `.`, not letters that words happen to share ("Fast" and "Bright" end in "t")."""
+    return re.sub(r"^\w+", "", _shared_suffix(list(values)))  # drop letters words share: " END" stays, "t" goes
+
+
+def _shared_suffix(texts: list[str]) -> str:
     if not texts:
         return ""
     suffix = texts[0]
@@ -138,7 +154,7 @@ def _records(frame: pd.DataFrame, to_chat: bool) -> Iterator[dict]:
 
 
 # the checks, in the legacy tool's order -----------------------------------------------------------
-def _lower_case_columns(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _lower_case_columns(frame: pd.DataFrame, note: Note) -> Fix | None:
     renames = {}
     for field in FIELDS:
         if field in frame.columns:
@@ -153,7 +169,7 @@ def _lower_case_columns(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                f"Lower-case column names to {list(renames.values())}", True, lambda f: f.rename(columns=renames))
 
 
-def _extra_columns(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _extra_columns(frame: pd.DataFrame, note: Note) -> Fix | None:
     extra = [c for c in frame.columns if c not in FIELDS]
     if not extra:
         return None
@@ -161,7 +177,7 @@ def _extra_columns(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                f"additional ones: {extra}", f"Remove additional columns/keys: {extra}", True, lambda f: f[FIELDS])
 
 
-def _empty_completions(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _empty_completions(frame: pd.DataFrame, note: Note) -> Fix | None:
     empty = frame["completion"].str.strip() == ""
     if not empty.any():
         return None
@@ -170,19 +186,19 @@ def _empty_completions(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                f"Remove {len(rows)} rows with empty completions", True, lambda f: f[f["completion"].str.strip() != ""])
 
 
-def _task_note(frame: pd.DataFrame, notes: list[str]) -> None:
+def _task_note(frame: pd.DataFrame, note: Note) -> None:
     task = infer_task(frame)
     if task == "classification":
         n, positive = classification_classes(frame)
-        notes.append(f"Based on your data it seems like you're fine-tuning a model for classification "
+        note(f"Based on your data it seems like you're fine-tuning a model for classification "
                      f"({n} classes{f', positive class {positive!r}' if positive else ''}); splitting it into "
                      "training and validation sets lets you measure how well the model does")
     else:
-        notes.append(f"Based on your data it seems like you're fine-tuning a model for {task}")
+        note(f"Based on your data it seems like you're fine-tuning a model for {task}")
     return None
 
 
-def _duplicates(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _duplicates(frame: pd.DataFrame, note: Note) -> Fix | None:
     duplicated = frame.duplicated(subset=FIELDS)
     if not duplicated.any():
         return None
@@ -191,12 +207,12 @@ def _duplicates(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                f"Remove {len(rows)} duplicate rows", False, lambda f: f.drop_duplicates(subset=FIELDS))
 
 
-def _separator(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _separator(frame: pd.DataFrame, note: Note) -> Fix | None:
     if infer_task(frame) == "open-ended generation":
         return None
     suffix = common_suffix(frame["prompt"])
     if suffix:
-        notes.append(f"All prompts end with the separator `{shown(suffix)}`")
+        note(f"All prompts end with the separator `{shown(suffix)}`")
         return None
     separator = next((s for s in SEPARATOR_OPTIONS if not frame["prompt"].str.contains(s, regex=False).any()),
                      "\n\n### =>\n\n")
@@ -205,7 +221,7 @@ def _separator(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                lambda f: f.assign(prompt=f["prompt"] + separator))
 
 
-def _leading_space(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _leading_space(frame: pd.DataFrame, note: Note) -> Fix | None:
     if frame["completion"].str.startswith(" ").all():
         return None
     return Fix("add_leading_space", "Completions should start with a space, which tokenizes better",
@@ -213,12 +229,12 @@ def _leading_space(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
                lambda f: f.assign(completion=f["completion"].map(lambda c: c if c.startswith(" ") else " " + c)))
 
 
-def _stop_sequence(frame: pd.DataFrame, notes: list[str]) -> Fix | None:
+def _stop_sequence(frame: pd.DataFrame, note: Note) -> Fix | None:
     if infer_task(frame) != "conditional generation":  # a class needs no stop: max_tokens=1 ends it
         return None
     suffix = common_suffix(frame["completion"])
     if suffix:
-        notes.append(f"All completions end with the stop sequence `{shown(suffix)}`")
+        note(f"All completions end with the stop sequence `{shown(suffix)}`")
         return None
     stop = next((s for s in STOP_OPTIONS if not frame["completion"].str.contains(s, regex=False).any()), " [END]")
     return Fix("add_stop_sequence", "The completions do not end with a common stop sequence, which tells the "

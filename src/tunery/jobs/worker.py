@@ -13,7 +13,9 @@ import traceback
 
 from tunery.catalog import EMBEDDED_MODEL, Catalog
 from tunery.config import Settings
-from tunery.data.validate import load_examples, validate_file
+from tunery.data.formats import TOO_LONG
+from tunery.data.stats import token_stats
+from tunery.data.validate import Report, finish_report, load_examples
 from tunery.ids import now
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo
@@ -91,16 +93,29 @@ class Worker:
 
     # validating_files -> queued ----------------------------------------------------------------
     def _validate(self, job: Job) -> None:
+        """The model-specific checks: every example renders with the base model's template and
+        keeps something to train on within its context; truncated examples are warned about."""
+        tokenizer = self.catalog.tokenizer(job.base_model)
+        context = self.catalog.context_length(job.base_model)
         for param, file_id in (("training_file", job.training_file), ("validation_file", job.validation_file)):
             if file_id is None:
                 continue
-            self.jobs.add_event(job.id, f"Validating {param.replace('_', ' ')}: {file_id}")
+            label = param.replace("_", " ")
+            self.jobs.add_event(job.id, f"Validating {label}: {file_id}")
             if self.files.get(job.organization_id, file_id) is None:
                 raise JobFailed("invalid_training_file", f"File {file_id} no longer exists.", param)
-            report = validate_file(self.blobs.file_path(file_id))
+            report = Report()
+            stats = token_stats(self.blobs.file_path(file_id), tokenizer, context, report)
+            finish_report(report)
+            if report.format == "preference":
+                raise JobFailed("invalid_training_file", f"The {label} {file_id} holds preference (DPO) data; "
+                                "supervised fine-tuning needs chat or prompt/completion examples.", param)
             if not report.ok:
-                first = report.errors[0]
-                raise JobFailed("invalid_training_file", f"The {param.replace('_', ' ')} {file_id} is invalid: {first}", param)
+                raise JobFailed("invalid_training_file", f"The {label} {file_id} is invalid: {report.errors[0]}", param)
+            if stats.too_long:
+                first = next(w for w in report.warnings if w.code == TOO_LONG)
+                self.jobs.add_event(job.id, f"{stats.too_long} examples of the {label} are longer than the model's "
+                                    f"context of {context} tokens and will be truncated (first: {first})", level="warn")
         # Cancelled while we validated: the job stays cancelled.
         if self.jobs.release(job.id, only_if_status="validating_files", status="queued"):
             self.jobs.add_event(job.id, "Files validated, moving job to queued state")
