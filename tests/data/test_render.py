@@ -126,3 +126,12 @@ def test_generation_prompt_is_the_training_render_up_to_the_answer(smol_tokenize
     rendered = render_chat(smol_tokenizer, messages, max_length=512)
     assert rendered.input_ids[: len(prompt)] == prompt
     assert rendered.labels[len(prompt) - 1] == IGNORE and rendered.labels[len(prompt)] != IGNORE
+
+
+def test_a_model_without_a_chat_template_gets_chatml(smol_tokenizer):
+    tokenizer = copy.deepcopy(smol_tokenizer)
+    tokenizer.chat_template = None
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    rendered = render_chat(tokenizer, messages, max_length=512)
+    assert tokenizer.decode(rendered.input_ids) == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello<|im_end|>\n"
+    assert trained_text(tokenizer, rendered) == [f"Hello{END}"]
