@@ -44,7 +44,7 @@ def test_job_runs_through_every_status_to_a_registered_model(setup):
     done = container.jobs.retrieve(org.id, job.id)
     assert done.status == "succeeded" and done.trained_tokens > 0
     assert done.hyperparameters.batch_size == 1 and done.hyperparameters.learning_rate_multiplier == 1.0
-    assert done.fine_tuned_model in [m.id for m in container.models.list(org.id)]
+    assert done.fine_tuned_model in [m.id for m in container.models.list(org.id, org.name)]
     assert not worker.run_once()
 
 
@@ -93,7 +93,7 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
     steps = [e for e in container.jobs.events(org.id, job.id, limit=100, after=None)[0] if e.type == "metrics"]
     assert len(steps) < 50 * 12
-    assert not [m.id for m in container.models.list(org.id) if m.id.startswith("ft:")]
+    assert not [m.id for m in container.models.list(org.id, org.name) if m.id.startswith("ft:")]
     assert not worker.blobs.model_dir(job.id).exists()
 
 

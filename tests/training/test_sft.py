@@ -10,6 +10,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from tunery.data.render import render_generation_prompt
+from tunery.training.batching import pack
+from tunery.training.checkpoints import read_manifest
 from tunery.training.sft import CONFIG_FILE, SFTConfig, SFTRecipe
 
 PAIRS = [("red", "apple"), ("yellow", "banana"), ("green", "lime"), ("purple", "grape")]
@@ -48,9 +50,10 @@ def test_tiny_model_learns_a_toy_mapping(tiny_model_dir, tmp_path, training_type
     # Each colour now gets its own fruit (a tiny model may ramble on after it).
     assert all(said.startswith(fruit) for said, (_, fruit) in zip(answers, PAIRS)), answers
 
-    recipe.save(tmp_path, result)
+    recipe.save_checkpoint(tmp_path, result.history[-1])
     saved = json.loads((tmp_path / CONFIG_FILE).read_text())
-    assert saved["config"]["training_type"] == training_type and saved["steps"] == 45
+    assert saved["config"]["training_type"] == training_type and saved["metrics"]["step"] == 45
+    assert read_manifest(tmp_path)["step"] == 45
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     assert not any(answer(base, recipe.tokenizer, c).startswith(f) for c, f in PAIRS)
     recipe.cleanup()
@@ -67,3 +70,55 @@ def test_same_seed_same_losses(tiny_model_dir):
 def test_stop_request_ends_training_after_that_step(tiny_model_dir):
     _, result = train(tiny_model_dir, on_step=lambda m: m.step < 2)
     assert result.stopped and result.steps == 2
+
+
+def test_a_packed_batch_gives_the_loss_of_its_examples_apart(tiny_model_dir):
+    """Packing keeps attention inside each example and positions restarting: the packed loss is
+    the token-weighted mean of the examples' own losses."""
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=4, learning_rate=1e-3))
+    recipe.setup(EXAMPLES[:4])
+    examples = recipe.examples[:4]
+    with torch.no_grad():
+        packed, _, _ = recipe._loss(pack(examples, recipe.pad_id))
+        apart = [recipe._loss(pack([e], recipe.pad_id))[0].item() for e in examples]
+    sizes = [e.trained_tokens for e in examples]
+    expected = sum(loss * n for loss, n in zip(apart, sizes)) / sum(sizes)
+    assert packed.item() == pytest.approx(expected, rel=1e-5)
+    assert pack(examples, recipe.pad_id).input_ids.shape[0] == 1  # one row, no padding between examples
+
+
+def test_loss_at_trained_positions_equals_the_full_logits_loss(tiny_model_dir):
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=1, learning_rate=1e-3))
+    recipe.setup(EXAMPLES[:1])
+    example = recipe.examples[0]
+    ids, labels = torch.tensor([example.input_ids]), torch.tensor([example.labels])
+    with torch.no_grad():
+        ours, correct, counted = recipe._loss(pack([example], recipe.pad_id))
+        logits = recipe.model(input_ids=ids).logits
+        reference = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-5)
+    assert counted == example.trained_tokens
+
+
+def test_validation_metrics_every_n_steps_and_over_the_full_set_at_each_epoch_end(tiny_model_dir):
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=2, batch_size=4, learning_rate=1e-2,
+                                 eval_every=2))
+    recipe.setup(EXAMPLES, EXAMPLES[:4])
+    epochs_seen = []
+    result = recipe.train(lambda m: True, on_epoch_end=lambda m: epochs_seen.append(m.step))
+    by_step = {m.step: m for m in result.history}
+    assert [s for s, m in by_step.items() if m.valid_loss is not None] == [2, 4, 6]
+    assert [s for s, m in by_step.items() if m.full_valid_loss is not None] == [3, 6] == epochs_seen
+    assert by_step[6].full_valid_loss < by_step[3].full_valid_loss
+    assert 0 <= by_step[6].full_valid_mean_token_accuracy <= 1
+
+
+def test_training_continues_from_a_saved_adapter(tiny_model_dir, tmp_path):
+    first, result = train(tiny_model_dir, n_epochs=5)
+    first.save_checkpoint(tmp_path, result.history[-1])
+    first.cleanup()
+    _, continued = train(tiny_model_dir, n_epochs=1, init_adapter=str(tmp_path))
+    _, fresh = train(tiny_model_dir, n_epochs=1)
+    # The continued run starts where the first left off, far below a fresh start.
+    assert continued.history[0].train_loss < 0.8 * fresh.history[0].train_loss
+    assert continued.history[0].train_loss == pytest.approx(result.history[-1].train_loss, rel=0.5)

@@ -16,18 +16,21 @@ from tunery.config import Settings
 from tunery.data.formats import TOO_LONG
 from tunery.data.stats import token_stats
 from tunery.data.validate import Report, finish_report, load_examples
-from tunery.ids import now
+from tunery.ids import new_id, now
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.models import ModelsRepo
 from tunery.storage.orgs import OrgsRepo
-from tunery.storage.tables import FineTunedModel, Job
+from tunery.storage.tables import Checkpoint, File, FineTunedModel, Job
 from tunery.training.hyperparameters import resolve
-from tunery.training.sft import SFTConfig, SFTRecipe, StepMetrics
+from tunery.training.checkpoints import TRAINER_STATE
+from tunery.training.results import RESULTS_FILENAME, results_csv
+from tunery.training.sft import SFTConfig, SFTRecipe, SFTResult, StepMetrics
 
 log = logging.getLogger(__name__)
 MODEL_ID_LENGTH = 8  # the last field of ft:BASE:ORG:SUFFIX:ID, taken from the job id's end
+KEPT_CHECKPOINTS = 3  # as OpenAI: the last three epochs' checkpoints
 
 
 class JobFailed(Exception):
@@ -124,41 +127,68 @@ class Worker:
     def _train(self, job: Job) -> None:
         self.jobs.add_event(job.id, "Fine-tuning job started")
         examples = load_examples(self.blobs.file_path(job.training_file))
+        valid = load_examples(self.blobs.file_path(job.validation_file)) if job.validation_file else None
         hp = resolve(job.hyperparameters, len(examples))
         self.jobs.update(job.id, hyperparameters=hp.as_api())
         recipe = SFTRecipe(SFTConfig(
             base_model=str(self.catalog.path(job.base_model)), n_epochs=hp.n_epochs, batch_size=hp.batch_size,
-            learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed, device=self.settings.device,
+            learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed,
+            prompt_loss_weight=hp.prompt_loss_weight, device=self.settings.device,
         ))
+        model_id = self._model_id(job)
         started = time.time()
 
         def on_step(m: StepMetrics) -> bool:
-            self.jobs.add_event(job.id, f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.2f}",
-                                type="metrics", data={"step": m.step, "total_steps": m.total_steps,
-                                                      "train_loss": m.train_loss,
-                                                      "train_mean_token_accuracy": m.train_mean_token_accuracy})
-            per_step = (time.time() - started) / m.step
-            finish = int(time.time() + per_step * (m.total_steps - m.step))
+            self.jobs.add_event(job.id, _step_message(m), type="metrics", data=m.as_data())
+            finish = int(time.time() + (time.time() - started) / m.step * (m.total_steps - m.step))
             return self._parent_alive() and self.jobs.heartbeat(
                 job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
 
+        def on_epoch_end(m: StepMetrics) -> None:
+            self._save_checkpoint(job, recipe, m, model_id)
+
         try:
-            recipe.setup(examples)
-            result = recipe.train(on_step)
+            recipe.setup(examples, valid)
+            result = recipe.train(on_step, on_epoch_end)
             if result.stopped:
                 self._stop(job)
                 return
-            self._publish(job, recipe, result, hp.training_type)
+            self._publish(job, result, model_id, hp.training_type)
         finally:
             recipe.cleanup()
 
+    def _model_id(self, job: Job) -> str:
+        org = self.orgs.get(job.organization_id)
+        return f"ft:{job.base_model}:{org.name}:{job.suffix or ''}:{job.id[-MODEL_ID_LENGTH:]}"
+
+    def _save_checkpoint(self, job: Job, recipe: SFTRecipe, m: StepMetrics, model_id: str) -> None:
+        """Written aside and renamed into place; only the last KEPT_CHECKPOINTS stay, and only the
+        newest keeps the trainer state (what resuming needs)."""
+        with self.blobs.staging_dir() as staged:
+            recipe.save_checkpoint(staged, m)
+            self.blobs.publish_dir(staged, self.blobs.checkpoint_dir(job.id, m.step))
+        self.models.add_checkpoint(Checkpoint(
+            id=new_id("ftckpt"), model_id=f"{model_id}:ckpt-step-{m.step}", job_id=job.id, base_model=job.base_model,
+            organization_id=job.organization_id, step_number=m.step, metrics=m.as_data(), created_at=now()))
+        older = self.models.checkpoints(job.id)[1:]
+        for row in older:
+            (self.blobs.checkpoint_dir(job.id, row.step_number) / TRAINER_STATE).unlink(missing_ok=True)
+        dropped = older[KEPT_CHECKPOINTS - 1:]
+        self.models.delete_checkpoints([row.id for row in dropped])
+        for row in dropped:
+            self.blobs.delete_dir(self.blobs.checkpoint_dir(job.id, row.step_number))
+        self.jobs.add_event(job.id, f"Checkpoint created at step {m.step}")
+
     def _stop(self, job: Job) -> None:
-        """Training stopped early: cancelled, or this worker is going away (the job goes back to
-        the queue), or another worker took the job over after our lease ran out (it is theirs)."""
+        """Training stopped early: cancelled (its checkpoints go too), or this worker is going
+        away (the job goes back to the queue), or another worker took the job over after our
+        lease ran out (it is theirs)."""
         current = self.jobs.get(None, job.id)
         if current is None or current.worker_id != self.worker_id:
             return
         if current.cancel_requested:
+            self.models.delete_checkpoints([row.id for row in self.models.checkpoints(job.id)])
+            self.blobs.delete_job_artefacts(job.id)
             self.jobs.add_event(job.id, "Fine-tuning job cancelled")
             self.jobs.release(job.id, status="cancelled", finished_at=now(), estimated_finish=None)
         elif self.jobs.release(job.id, only_if_status="running", status="queued", estimated_finish=None):
@@ -167,16 +197,31 @@ class Worker:
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
 
-    def _publish(self, job: Job, recipe: SFTRecipe, result, training_type: str) -> None:
+    def _publish(self, job: Job, result: SFTResult, model_id: str, training_type: str) -> None:
+        """The model is the last checkpoint (hard-linked, without its trainer state), and the
+        step metrics become the job's result file."""
+        last = self.models.checkpoints(job.id, limit=1)[0]
+        self.blobs.link_copy(self.blobs.checkpoint_dir(job.id, last.step_number), self.blobs.model_dir(job.id),
+                             skip=(TRAINER_STATE,))
+        results = File(id=new_id("file"), organization_id=job.organization_id, filename=RESULTS_FILENAME,
+                       purpose="fine-tune-results", bytes=0, created_at=now(), status="processed")
+        results.bytes = self.blobs.write_file(results.id, [results_csv(result.history)])
+        self.files.add(results)
         org = self.orgs.get(job.organization_id)
-        model_id = f"ft:{job.base_model}:{org.name}:{job.suffix or ''}:{job.id[-MODEL_ID_LENGTH:]}"
-        with self.blobs.staging_dir() as staged:
-            recipe.save(staged, result)
-            self.blobs.publish_dir(staged, self.blobs.model_dir(job.id))
         self.models.add(FineTunedModel(id=model_id, organization_id=org.id, organization_name=org.name,
                                        base_model=job.base_model, job_id=job.id, training_type=training_type,
                                        created_at=now()))
         self.jobs.add_event(job.id, f"New fine-tuned model created: {model_id}")
         self.jobs.add_event(job.id, "The job has successfully completed")
         self.jobs.release(job.id, status="succeeded", fine_tuned_model=model_id, finished_at=now(),
-                          trained_tokens=result.trained_tokens, estimated_finish=None)
+                          trained_tokens=result.trained_tokens, estimated_finish=None, result_files=[results.id])
+
+
+def _step_message(m: StepMetrics) -> str:
+    """The guide's wording: "Step 3/30: training loss=1.52", with validation losses when known."""
+    message = f"Step {m.step}/{m.total_steps}: training loss={m.train_loss:.2f}"
+    if m.valid_loss is not None:
+        message += f", validation loss={m.valid_loss:.2f}"
+    if m.full_valid_loss is not None:
+        message += f", full validation loss={m.full_valid_loss:.2f}"
+    return message

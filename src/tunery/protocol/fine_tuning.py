@@ -13,7 +13,8 @@ Auto = Literal["auto"]
 class Hyperparameters(BaseModel):
     """As requested ("auto" or a number) on create; resolved numbers on the job once known.
 
-    `training_type` ("lora" | "full") is tunery's documented extension; OpenAI ignores unknown keys.
+    Extensions: `training_type` ("lora" | "full"), and the legacy API's `prompt_loss_weight`
+    (0-1, default 0.01: how much prompt tokens of prompt/completion data count in the loss).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -22,6 +23,7 @@ class Hyperparameters(BaseModel):
     batch_size: Union[Auto, int, None] = Field(default=None, description="1-256 or auto")
     learning_rate_multiplier: Union[Auto, float, None] = Field(default=None, description="> 0 or auto")
     training_type: Literal["lora", "full"] | None = None
+    prompt_loss_weight: float | None = None
 
 
 class SupervisedMethod(BaseModel):
@@ -83,3 +85,23 @@ class FineTuningJobEvent(BaseModel):
     message: str
     data: dict[str, Any] | None = None
     type: Literal["message", "metrics"] = "message"
+
+
+class CheckpointMetrics(BaseModel):
+    step: float | None = None
+    train_loss: float | None = None
+    train_mean_token_accuracy: float | None = None
+    valid_loss: float | None = None
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None
+    full_valid_mean_token_accuracy: float | None = None
+
+
+class FineTuningJobCheckpoint(BaseModel):
+    id: str
+    object: Literal["fine_tuning.job.checkpoint"] = "fine_tuning.job.checkpoint"
+    created_at: int
+    fine_tuned_model_checkpoint: str
+    fine_tuning_job_id: str
+    metrics: CheckpointMetrics
+    step_number: int

@@ -10,8 +10,10 @@ from typing import Any
 from tunery.errors import Conflict, InvalidRequest, NotFound
 from tunery.ids import new_id, now
 from tunery.protocol.fine_tuning import (
+    CheckpointMetrics,
     CreateJobRequest,
     FineTuningJob,
+    FineTuningJobCheckpoint,
     FineTuningJobEvent,
     Hyperparameters,
     JobError,
@@ -106,6 +108,15 @@ class JobsService:
                                      data=e.data, type=e.type) for e in rows[:limit]]
         return events, len(rows) > limit
 
+    def checkpoints(self, org_id: str, job_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJobCheckpoint], bool]:
+        self._row(org_id, job_id)
+        rows = self.models.repo.checkpoints(job_id, limit=limit + 1, after=after)
+        checkpoints = [FineTuningJobCheckpoint(
+            id=r.id, created_at=r.created_at, fine_tuned_model_checkpoint=r.model_id, fine_tuning_job_id=job_id,
+            metrics=CheckpointMetrics(**{k: v for k, v in r.metrics.items() if k in CheckpointMetrics.model_fields}),
+            step_number=r.step_number) for r in rows[:limit]]
+        return checkpoints, len(rows) > limit
+
     def _row(self, org_id: str, job_id: str) -> Job:
         row = self.repo.get(org_id, job_id)
         if row is None:
@@ -131,5 +142,8 @@ def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
     if multiplier not in (None, "auto") and multiplier <= 0:
         raise InvalidRequest("learning_rate_multiplier must be positive, or 'auto'.",
                              param="hyperparameters.learning_rate_multiplier")
-    return {k: ("auto" if v is None and k != "training_type" else v) for k, v in values.items()} | {
-        "training_type": values.get("training_type") or "lora"}
+    weight = values.get("prompt_loss_weight")
+    if weight is not None and not 0 <= weight <= 1:
+        raise InvalidRequest("prompt_loss_weight must be between 0 and 1.", param="hyperparameters.prompt_loss_weight")
+    requested = {k: values.get(k) or "auto" for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    return requested | {"training_type": values.get("training_type") or "lora", "prompt_loss_weight": weight}

@@ -26,13 +26,16 @@ class ModelsService:
         self.repo = repo
         self._started = now()  # base models have no creation date of their own here
 
-    def list(self, org_id: str) -> list[Model]:
+    def list(self, org_id: str, owner: str) -> list[Model]:
+        """Base models, then the organization's (named `owner`) fine-tuned models and checkpoints."""
         base = [Model(id=name, created=self._started, owned_by=BASE_MODEL_OWNER) for name in self.catalog.names()]
-        tuned = [Model(id=row.id, created=row.created_at, owned_by=row.organization_name) for row in self.repo.list(org_id)]
-        return base + tuned
+        models = [Model(id=row.id, created=row.created_at, owned_by=owner) for row in self.repo.list(org_id)]
+        checkpoints = [Model(id=row.model_id, created=row.created_at, owned_by=owner)
+                       for row in self.repo.org_checkpoints(org_id)]
+        return base + models + checkpoints
 
-    def retrieve(self, org_id: str, model_id: str) -> Model:
-        return next((m for m in self.list(org_id) if m.id == model_id), None) or self._not_found(model_id)
+    def retrieve(self, org_id: str, owner: str, model_id: str) -> Model:
+        return next((m for m in self.list(org_id, owner) if m.id == model_id), None) or self._not_found(model_id)
 
     def is_base(self, model_id: str) -> bool:
         return self.catalog.exists(model_id)
@@ -42,9 +45,13 @@ class ModelsService:
         if self.catalog.exists(model_id):
             return ResolvedModel(model_id, self.catalog.path(model_id), None)
         row = self.repo.get(model_id)
-        if row is None or row.organization_id != org_id:
-            self._not_found(model_id, param)
-        return ResolvedModel(model_id, self.catalog.path(row.base_model), self.catalog.blobs.model_dir(row.job_id))
+        if row is not None and row.organization_id == org_id:
+            return ResolvedModel(model_id, self.catalog.path(row.base_model), self.catalog.blobs.model_dir(row.job_id))
+        checkpoint = self.repo.checkpoint(model_id)
+        if checkpoint is not None and checkpoint.organization_id == org_id:
+            folder = self.catalog.blobs.checkpoint_dir(checkpoint.job_id, checkpoint.step_number)
+            return ResolvedModel(model_id, self.catalog.path(checkpoint.base_model), folder)
+        self._not_found(model_id, param)
 
     @staticmethod
     def _not_found(model_id: str, param: str = "model"):

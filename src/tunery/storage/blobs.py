@@ -16,7 +16,7 @@ from pathlib import Path
 class BlobStore:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
-        for folder in ("files", "models", "base_models", "tmp"):
+        for folder in ("files", "models", "checkpoints", "base_models", "tmp"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
     # uploaded files --------------------------------------------------------------------------
@@ -52,6 +52,31 @@ class BlobStore:
     def model_dir(self, job_id: str) -> Path:
         """Artefacts of the model a job produced (adapter or full weights, tokenizer, config)."""
         return self.root / "models" / job_id
+
+    def checkpoint_dir(self, job_id: str, step: int) -> Path:
+        return self.root / "checkpoints" / job_id / f"step-{step}"
+
+    def delete_dir(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+
+    def delete_job_artefacts(self, job_id: str) -> None:
+        """A job's model and checkpoints (a cancelled or deleted job's)."""
+        self.delete_dir(self.model_dir(job_id))
+        self.delete_dir(self.root / "checkpoints" / job_id)
+
+    def link_copy(self, source: Path, target: Path, *, skip: tuple[str, ...] = ()) -> None:
+        """Publish a copy of a folder whose files are hard links where the disk allows: a final
+        model costs no space beside the checkpoint it is."""
+        with self.staging_dir() as staged:
+            for path in source.rglob("*"):
+                if path.is_file() and path.name not in skip:
+                    destination = staged / path.relative_to(source)
+                    destination.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(path, destination)
+                    except OSError:
+                        shutil.copy2(path, destination)
+            self.publish_dir(staged, target)
 
     @contextlib.contextmanager
     def staging_dir(self) -> Iterator[Path]:

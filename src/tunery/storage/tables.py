@@ -87,3 +87,15 @@ class FineTunedModel(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     training_type: Mapped[str] = mapped_column(String(8))  # lora | full
     created_at: Mapped[int] = mapped_column(Integer)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # ftckpt-...
+    model_id: Mapped[str] = mapped_column(String(300), unique=True)  # ft:BASE:ORG:SUFFIX:ID:ckpt-step-N
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    base_model: Mapped[str] = mapped_column(String(256))
+    step_number: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(Integer)

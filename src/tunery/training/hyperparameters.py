@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT
+
 TARGET_EPOCHS = 3  # the guide: start from 3 epochs ...
 MIN_EPOCHS, MAX_EPOCHS = 1, 25  # ... clamped to this range ...
 MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 100, 25_000  # ... so that examples x epochs lands here
@@ -20,6 +22,7 @@ class Resolved:
     batch_size: int
     learning_rate_multiplier: float
     training_type: str
+    prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT
 
     @property
     def learning_rate(self) -> float:
@@ -27,7 +30,8 @@ class Resolved:
 
     def as_api(self) -> dict[str, Any]:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
-                "learning_rate_multiplier": self.learning_rate_multiplier, "training_type": self.training_type}
+                "learning_rate_multiplier": self.learning_rate_multiplier, "training_type": self.training_type,
+                "prompt_loss_weight": self.prompt_loss_weight}
 
 
 def default_epochs(n_examples: int) -> int:
@@ -55,4 +59,6 @@ def resolve(requested: dict[str, Any], n_examples: int) -> Resolved:
         batch_size=given("batch_size") or default_batch_size(n_examples),
         learning_rate_multiplier=float(given("learning_rate_multiplier") or 1.0),
         training_type=requested.get("training_type") or "lora",
+        prompt_loss_weight=DEFAULT_PROMPT_LOSS_WEIGHT if requested.get("prompt_loss_weight") is None
+        else float(requested["prompt_loss_weight"]),
     )

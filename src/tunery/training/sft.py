@@ -1,7 +1,11 @@
-"""The supervised fine-tuning recipe, LoRA or full, read top to bottom: setup, train, save,
-cleanup. It knows nothing of jobs, HTTP or SQL: it takes examples and a typed config, reports
-each optimizer step through a callback (which may ask it to stop), and writes its artefacts to
-a folder it is given."""
+"""The supervised fine-tuning recipe, LoRA or full, read top to bottom: setup, train, evaluate,
+save_checkpoint, cleanup. It knows nothing of jobs, HTTP or SQL: it takes examples and a typed
+config, reports each optimizer step and each epoch's end through callbacks (on_step may ask it
+to stop), and writes checkpoints to folders it is given.
+
+Speed comes from doing no useless work: a batch is packed into rows without padding between
+examples (attention stays inside each example), and the vocabulary projection and the loss are
+computed only at the positions that carry loss."""
 
 from __future__ import annotations
 
@@ -17,26 +21,31 @@ from typing import Any
 import torch
 
 from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT, IGNORE, Rendered, render_example
+from tunery.training.batching import Batch, pack
+from tunery.training.checkpoints import TRAINER_STATE, write_manifest
 
 MAX_SEQUENCE_TOKENS = 4096  # longer examples are truncated (keeping the beginning)
 LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-CONFIG_FILE = "tunery_training.json"  # the resolved config and final metrics, beside the weights
+CONFIG_FILE = "tunery_training.json"  # the resolved config and metrics, beside the weights
+EVALUATIONS_PER_RUN = 20  # validation mini-batches spread over the run when eval_every is 0
 
 
 @dataclass
 class SFTConfig:
-    base_model: str  # a Hugging Face model folder
+    base_model: str  # a Hugging Face model folder (a base model, or a fully fine-tuned one)
     n_epochs: int  # passes over the training examples
     batch_size: int  # examples per optimizer step
     learning_rate: float  # peak learning rate (after warm-up)
     training_type: str = "lora"  # "lora" (adapter on frozen weights) or "full" (every weight)
+    init_adapter: str | None = None  # continue from this LoRA adapter (a fine-tuned model's folder)
     seed: int = 0  # shuffling, LoRA initialisation and dropout
     lora_rank: int = 16  # rank of each LoRA update matrix
     lora_alpha: int = 32  # LoRA scale is alpha / rank
     lora_dropout: float = 0.0  # small data sets gain little from it and it slows CPU steps
     warmup_fraction: float = 0.03  # of all steps, linear warm-up before a linear decay to zero
     weight_decay: float = 0.0
-    prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT  # legacy prompt/completion data: loss weight of prompt tokens
+    prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT  # legacy prompt/completion data: loss weight of prompts
+    eval_every: int = 0  # steps between validation mini-batches; 0 spreads EVALUATIONS_PER_RUN over the run
     device: str = "auto"  # "auto" picks CUDA (bf16) when present, else CPU (float32)
 
     def __post_init__(self) -> None:
@@ -47,25 +56,36 @@ class SFTConfig:
             raise ValueError("learning_rate must be positive")
         if self.training_type not in ("lora", "full"):
             raise ValueError("training_type must be 'lora' or 'full'")
+        if not 0 <= self.prompt_loss_weight <= 1:
+            raise ValueError("prompt_loss_weight must be between 0 and 1")
 
 
 @dataclass
 class StepMetrics:
     step: int
     total_steps: int
+    epoch: int  # 1-based
     train_loss: float
     train_mean_token_accuracy: float
+    valid_loss: float | None = None  # on a validation mini-batch, every eval_every steps
+    valid_mean_token_accuracy: float | None = None
+    full_valid_loss: float | None = None  # on the whole validation set, at each epoch's end
+    full_valid_mean_token_accuracy: float | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
 class SFTResult:
-    steps: int
-    trained_tokens: int  # every token of every example, times the epochs run (what is billed)
-    stopped: bool  # the callback asked to stop before the end
+    steps: int = 0
+    trained_tokens: int = 0  # every token of every example, times the epochs run (what is billed)
+    stopped: bool = False  # on_step asked to stop before the end
     history: list[StepMetrics] = field(default_factory=list)
 
 
 OnStep = Callable[[StepMetrics], bool]  # returns False to stop training
+OnEpochEnd = Callable[[StepMetrics], None]  # the metrics of the epoch's last step
 
 
 class SFTRecipe:
@@ -73,7 +93,7 @@ class SFTRecipe:
         self.config = config
 
     # setup -----------------------------------------------------------------------------------
-    def setup(self, examples: list[dict[str, Any]]) -> None:
+    def setup(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         cfg = self.config
@@ -83,96 +103,134 @@ class SFTRecipe:
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
         model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
-        self.examples: list[Rendered] = [
-            render_example(self.tokenizer, e, max_length=max_length, prompt_loss_weight=cfg.prompt_loss_weight)
-            for e in examples
-        ]
-        if cfg.training_type == "lora":
-            from peft import LoraConfig, get_peft_model
-
-            model = get_peft_model(model, LoraConfig(
-                r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                target_modules=[m for m in LORA_TARGET_MODULES if _has_module(model, m)], task_type="CAUSAL_LM",
-            ))
-        self.model = model.to(self.device)
+        self.examples = self._render(examples, max_length)
+        self.valid_examples = self._render(valid_examples or [], max_length)
+        self.model = self._trainable(model).to(self.device)
         self.model.config.use_cache = False
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.steps_per_epoch = math.ceil(len(self.examples) / cfg.batch_size)
         self.total_steps = self.steps_per_epoch * cfg.n_epochs
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.eval_every = cfg.eval_every or max(1, self.total_steps // EVALUATIONS_PER_RUN)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         warmup = max(1, int(self.total_steps * cfg.warmup_fraction))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min((s + 1) / warmup, max(0.0, (self.total_steps - s) / max(1, self.total_steps - warmup))),
         )
+        self.order = random.Random(cfg.seed)
+        self.valid_cursor = 0
+
+    def _render(self, examples: list[dict[str, Any]], max_length: int) -> list[Rendered]:
+        return [render_example(self.tokenizer, e, max_length=max_length, prompt_loss_weight=self.config.prompt_loss_weight)
+                for e in examples]
+
+    def _trainable(self, model):
+        cfg = self.config
+        if cfg.init_adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=cfg.training_type == "lora")
+            return model if cfg.training_type == "lora" else model.merge_and_unload()
+        if cfg.training_type == "full":
+            return model
+        from peft import LoraConfig, get_peft_model
+
+        return get_peft_model(model, LoraConfig(
+            r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=[m for m in LORA_TARGET_MODULES if _has_module(model, m)], task_type="CAUSAL_LM",
+        ))
 
     # train -----------------------------------------------------------------------------------
-    def train(self, on_step: OnStep) -> SFTResult:
+    def train(self, on_step: OnStep, on_epoch_end: OnEpochEnd | None = None) -> SFTResult:
         cfg = self.config
-        result = SFTResult(steps=0, trained_tokens=0, stopped=False)
-        order = random.Random(cfg.seed)
+        result = SFTResult()
         self.model.train()
-        for _epoch in range(cfg.n_epochs):
+        for epoch in range(1, cfg.n_epochs + 1):
             indices = list(range(len(self.examples)))
-            order.shuffle(indices)
+            self.order.shuffle(indices)
             for start in range(0, len(indices), cfg.batch_size):
-                batch = [self.examples[i] for i in indices[start:start + cfg.batch_size]]
-                loss, accuracy = self._step(batch)
+                batch = pack([self.examples[i] for i in indices[start:start + cfg.batch_size]], self.pad_id)
+                loss, accuracy = self._step(batch.to(self.device))
                 result.steps += 1
-                result.trained_tokens += sum(len(e.input_ids) for e in batch)
-                metrics = StepMetrics(result.steps, self.total_steps, loss, accuracy)
+                result.trained_tokens += batch.tokens
+                metrics = StepMetrics(result.steps, self.total_steps, epoch, loss, accuracy)
+                if self.valid_examples and result.steps % self.eval_every == 0:
+                    metrics.valid_loss, metrics.valid_mean_token_accuracy = self._valid_mini_batch()
+                last_of_epoch = start + cfg.batch_size >= len(indices)
+                if self.valid_examples and last_of_epoch:
+                    metrics.full_valid_loss, metrics.full_valid_mean_token_accuracy = self.evaluate(self.valid_examples)
                 result.history.append(metrics)
                 if not on_step(metrics):
                     result.stopped = True
                     return result
+                if last_of_epoch and on_epoch_end is not None:
+                    on_epoch_end(metrics)
         return result
 
-    def _step(self, batch: list[Rendered]) -> tuple[float, float]:
-        input_ids, attention_mask, labels, weights = self._collate(batch)
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        # Position t predicts token t+1: compare logits[:, :-1] with labels[:, 1:].
-        targets, weights = labels[:, 1:], weights[:, 1:]
-        trained = targets != IGNORE
-        picked, wanted, weight = logits[:, :-1][trained].float(), targets[trained], weights[trained]
-        token_losses = torch.nn.functional.cross_entropy(picked, wanted, reduction="none")
-        loss = (token_losses * weight).sum() / weight.sum()
+    def _step(self, batch: Batch) -> tuple[float, float]:
+        loss, correct, counted = self._loss(batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        return loss.item(), correct / max(1, counted)
+
+    def _loss(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
+        """Weighted mean loss, and correct / counted next-token predictions at full weight."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
+        # Position t predicts token t+1: only positions whose next token carries loss are projected.
+        targets, weights = batch.labels[:, 1:], batch.weights[:, 1:]
+        trained = targets != IGNORE
+        logits = base.get_output_embeddings()(hidden[:, :-1][trained]).float()
+        wanted, weight = targets[trained], weights[trained]
+        token_losses = torch.nn.functional.cross_entropy(logits, wanted, reduction="none")
+        loss = (token_losses * weight).sum() / weight.sum()
         full = weight == 1.0  # accuracy on the tokens trained at full weight, as the guide reports it
-        accuracy = (picked.argmax(-1)[full] == wanted[full]).float().mean()
-        return loss.item(), accuracy.item()
+        correct = int((logits.argmax(-1)[full] == wanted[full]).sum())
+        return loss, correct, int(full.sum())
 
-    def _collate(self, batch: list[Rendered]) -> tuple[torch.Tensor, ...]:
-        width = max(len(e.input_ids) for e in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-        weights = torch.zeros((len(batch), width), dtype=torch.float32)
-        for row, example in enumerate(batch):
-            n = len(example.input_ids)
-            ids[row, :n] = torch.tensor(example.input_ids)
-            mask[row, :n] = 1
-            labels[row, :n] = torch.tensor(example.labels)
-            weights[row, :n] = torch.tensor(example.weights) if example.weights is not None else 1.0
-        return ids.to(self.device), mask.to(self.device), labels.to(self.device), weights.to(self.device)
+    # evaluate --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, examples: list[Rendered]) -> tuple[float, float]:
+        """Loss and token accuracy over examples (token-weighted, as over one large batch)."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = weight_sum = correct = counted = 0.0
+        for start in range(0, len(examples), self.config.batch_size):
+            batch = pack(examples[start:start + self.config.batch_size], self.pad_id).to(self.device)
+            loss, batch_correct, batch_counted = self._loss(batch)
+            batch_weight = float(batch.weights[:, 1:][batch.labels[:, 1:] != IGNORE].sum())
+            loss_sum += loss.item() * batch_weight
+            weight_sum += batch_weight
+            correct += batch_correct
+            counted += batch_counted
+        self.model.train(was_training)
+        return loss_sum / max(weight_sum, 1e-9), correct / max(1, counted)
 
-    # save ------------------------------------------------------------------------------------
-    def save(self, folder: Path, result: SFTResult) -> None:
-        """Adapter (LoRA) or full weights, the tokenizer, and the resolved config with metrics."""
+    def _valid_mini_batch(self) -> tuple[float, float]:
+        size = min(self.config.batch_size, len(self.valid_examples))
+        chosen = [self.valid_examples[(self.valid_cursor + i) % len(self.valid_examples)] for i in range(size)]
+        self.valid_cursor = (self.valid_cursor + size) % len(self.valid_examples)
+        return self.evaluate(chosen)
+
+    # save_checkpoint -------------------------------------------------------------------------
+    def save_checkpoint(self, folder: Path, metrics: StepMetrics, *, with_state: bool = True) -> None:
+        """Weights (adapter or full), tokenizer, config and metrics, the trainer state to resume
+        from, and last the manifest that marks the checkpoint complete."""
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
-        last = result.history[-1] if result.history else None
-        (folder / CONFIG_FILE).write_text(json.dumps({
-            "config": asdict(self.config), "steps": result.steps, "trained_tokens": result.trained_tokens,
-            "final_metrics": asdict(last) if last else None,
-        }, indent=2))
+        (folder / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.config), "metrics": metrics.as_data()}, indent=2))
+        if with_state:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                        "step": metrics.step, "epoch": metrics.epoch, "order": self.order.getstate(),
+                        "torch_rng": torch.get_rng_state()}, folder / TRAINER_STATE)
+        write_manifest(folder, step=metrics.step, epoch=metrics.epoch, training_type=self.config.training_type)
 
     # cleanup ---------------------------------------------------------------------------------
     def cleanup(self) -> None:
-        for name in ("model", "optimizer", "scheduler", "examples"):
+        for name in ("model", "optimizer", "scheduler", "examples", "valid_examples", "trainable"):
             self.__dict__.pop(name, None)
         gc.collect()
         if torch.cuda.is_available():

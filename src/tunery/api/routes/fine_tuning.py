@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.protocol.common import ListResponse
-from tunery.protocol.fine_tuning import CreateJobRequest, FineTuningJob, FineTuningJobEvent
+from tunery.protocol.fine_tuning import CreateJobRequest, FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
 
 router = APIRouter(tags=["fine-tuning"])
 MAX_PAGE = 100
@@ -40,4 +40,11 @@ def cancel(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
 def events(c: ContainerDep, org: OrgDep, job_id: str, limit: Limit = 20,
            after: str | None = None) -> ListResponse[FineTuningJobEvent]:
     data, has_more = c.jobs.events(org.id, job_id, limit=limit, after=after)
+    return ListResponse(data=data, has_more=has_more)
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+def checkpoints(c: ContainerDep, org: OrgDep, job_id: str, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 10,
+                after: str | None = None) -> ListResponse[FineTuningJobCheckpoint]:
+    data, has_more = c.jobs.checkpoints(org.id, job_id, limit=limit, after=after)
     return ListResponse(data=data, has_more=has_more)

@@ -13,9 +13,9 @@ router = APIRouter(tags=["models"])
 
 @router.get("/models")
 def list_models(c: ContainerDep, org: OrgDep) -> ListResponse[Model]:
-    return ListResponse(data=c.models.list(org.id))
+    return ListResponse(data=c.models.list(org.id, org.name))
 
 
 @router.get("/models/{model_id}")
 def retrieve(c: ContainerDep, org: OrgDep, model_id: str) -> Model:
-    return c.models.retrieve(org.id, model_id)
+    return c.models.retrieve(org.id, org.name, model_id)

@@ -1,0 +1,27 @@
+"""The result file of a job: one CSV row per step, in the columns the guide lists, plus the
+legacy classification metrics of each epoch when they were asked for."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from tunery.training.sft import StepMetrics
+
+COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+RESULTS_FILENAME = "step_metrics.csv"
+
+
+def results_csv(history: list[StepMetrics], extra: dict[int, dict[str, Any]] | None = None) -> bytes:
+    """CSV bytes; `extra` adds columns to some steps (classification metrics at epoch ends)."""
+    extra = extra or {}
+    extra_columns = sorted({key for values in extra.values() for key in values})
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS + extra_columns)
+    for m in history:
+        row = [m.step, m.train_loss, m.train_mean_token_accuracy, m.valid_loss, m.valid_mean_token_accuracy]
+        row += [extra.get(m.step, {}).get(column) for column in extra_columns]
+        writer.writerow(["" if value is None else value for value in row])
+    return out.getvalue().encode()
