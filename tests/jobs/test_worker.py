@@ -79,8 +79,8 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     thread.start()
     try:
         deadline = time.time() + 60
-        while not container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type == "metrics":
-            assert time.time() < deadline, "training never started"
+        while not container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0]:
+            assert time.time() < deadline, "no checkpoint was written"
             time.sleep(0.05)
         container.jobs.cancel(org.id, job.id)
         while container.jobs.retrieve(org.id, job.id).status == "running":
@@ -95,6 +95,8 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     assert len(steps) < 50 * 12
     assert not [m.id for m in container.models.list(org.id, org.name) if m.id.startswith("ft:")]
     assert not worker.blobs.model_dir(job.id).exists()
+    assert not container.jobs.checkpoints(org.id, job.id, limit=10, after=None)[0]
+    assert not worker.blobs.checkpoint_dir(job.id, 12).parent.exists()
 
 
 def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):

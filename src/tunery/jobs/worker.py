@@ -17,6 +17,7 @@ from tunery.data.formats import TOO_LONG
 from tunery.data.stats import token_stats
 from tunery.data.validate import Report, finish_report, load_examples
 from tunery.ids import new_id, now
+from tunery.services.models import ModelsService
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
@@ -24,7 +25,9 @@ from tunery.storage.models import ModelsRepo
 from tunery.storage.orgs import OrgsRepo
 from tunery.storage.tables import Checkpoint, File, FineTunedModel, Job
 from tunery.training.hyperparameters import resolve
+from tunery.training import classification
 from tunery.training.checkpoints import TRAINER_STATE
+from tunery.training.classification import PREFIX, ClassificationError, ClassificationSpec
 from tunery.training.results import RESULTS_FILENAME, results_csv
 from tunery.training.sft import SFTConfig, SFTRecipe, SFTResult, StepMetrics
 
@@ -110,6 +113,9 @@ class Worker:
             report = Report()
             stats = token_stats(self.blobs.file_path(file_id), tokenizer, context, report)
             finish_report(report)
+            if job.classification and report.format != "prompt_completion":
+                raise JobFailed("invalid_training_file", f"Classification metrics need prompt/completion data; the "
+                                f"{label} {file_id} holds {report.format} examples.", param)
             if report.format == "preference":
                 raise JobFailed("invalid_training_file", f"The {label} {file_id} holds preference (DPO) data; "
                                 "supervised fine-tuning needs chat or prompt/completion examples.", param)
@@ -130,12 +136,17 @@ class Worker:
         valid = load_examples(self.blobs.file_path(job.validation_file)) if job.validation_file else None
         hp = resolve(job.hyperparameters, len(examples))
         self.jobs.update(job.id, hyperparameters=hp.as_api())
+        start = ModelsService(self.catalog, self.models).resolve(job.organization_id, job.model)
+        adapter = start.adapter_path if start.training_type == "lora" else None
+        weights = start.adapter_path if start.training_type == "full" else start.base_path
         recipe = SFTRecipe(SFTConfig(
-            base_model=str(self.catalog.path(job.base_model)), n_epochs=hp.n_epochs, batch_size=hp.batch_size,
-            learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed,
+            base_model=str(weights), init_adapter=str(adapter) if adapter else None, n_epochs=hp.n_epochs,
+            batch_size=hp.batch_size, learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed,
             prompt_loss_weight=hp.prompt_loss_weight, device=self.settings.device,
         ))
         model_id = self._model_id(job)
+        classify = self._classification(job, examples, valid)
+        epoch_metrics: dict[int, dict] = {}  # step -> classification metrics, for the result CSV
         started = time.time()
 
         def on_step(m: StepMetrics) -> bool:
@@ -145,6 +156,11 @@ class Worker:
                 job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
 
         def on_epoch_end(m: StepMetrics) -> None:
+            if classify is not None:
+                epoch_metrics[m.step] = classify(recipe)
+                shown = ", ".join(f"{k.removeprefix(PREFIX)}={v:.3f}" for k, v in epoch_metrics[m.step].items())
+                self.jobs.add_event(job.id, f"Classification metrics at step {m.step}: {shown}", type="metrics",
+                                    data={"step": m.step, **epoch_metrics[m.step]})
             self._save_checkpoint(job, recipe, m, model_id)
 
         try:
@@ -153,7 +169,7 @@ class Worker:
             if result.stopped:
                 self._stop(job)
                 return
-            self._publish(job, result, model_id, hp.training_type)
+            self._publish(job, result, model_id, hp.training_type, epoch_metrics)
         finally:
             recipe.cleanup()
 
@@ -197,7 +213,26 @@ class Worker:
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
 
-    def _publish(self, job: Job, result: SFTResult, model_id: str, training_type: str) -> None:
+    def _classification(self, job: Job, examples: list[dict], valid: list[dict] | None):
+        """The epoch-end scorer of a job that asked for classification metrics, or None."""
+        if not job.classification:
+            return None
+        options = job.classification
+        classes = sorted({e["completion"] for e in examples})
+        spec = ClassificationSpec(options.get("n_classes"), options.get("positive_class"), options.get("betas") or [1.0])
+        if spec.positive_class is not None and (len(classes) != 2 or spec.positive_class not in classes):
+            raise JobFailed("invalid_training_file", f"classification_positive_class {spec.positive_class!r} must be "
+                            f"one of exactly two completions; the training file has {classes[:10]}",
+                            "classification_positive_class")
+        try:
+            classification.first_tokens(self.catalog.tokenizer(job.base_model), classes)
+        except ClassificationError as exc:
+            raise JobFailed("invalid_training_file", f"Classification metrics: {exc}; the completions are "
+                            f"{classes[:10]}", "compute_classification_metrics") from None
+        return lambda recipe: classification.evaluate(recipe, valid, classes, spec)
+
+    def _publish(self, job: Job, result: SFTResult, model_id: str, training_type: str,
+                 epoch_metrics: dict[int, dict]) -> None:
         """The model is the last checkpoint (hard-linked, without its trainer state), and the
         step metrics become the job's result file."""
         last = self.models.checkpoints(job.id, limit=1)[0]
@@ -205,7 +240,7 @@ class Worker:
                              skip=(TRAINER_STATE,))
         results = File(id=new_id("file"), organization_id=job.organization_id, filename=RESULTS_FILENAME,
                        purpose="fine-tune-results", bytes=0, created_at=now(), status="processed")
-        results.bytes = self.blobs.write_file(results.id, [results_csv(result.history)])
+        results.bytes = self.blobs.write_file(results.id, [results_csv(result.history, epoch_metrics)])
         self.files.add(results)
         org = self.orgs.get(job.organization_id)
         self.models.add(FineTunedModel(id=model_id, organization_id=org.id, organization_name=org.name,

@@ -53,6 +53,11 @@ class CreateJobRequest(BaseModel):
     seed: int | None = None
     metadata: dict[str, str] | None = None
     integrations: list[dict[str, Any]] | None = None
+    # The legacy API's classification metrics (prompt/completion data with a validation file).
+    compute_classification_metrics: bool | None = None
+    classification_n_classes: int | None = None
+    classification_positive_class: str | None = None
+    classification_betas: list[float] | None = None
 
 
 class FineTuningJob(BaseModel):

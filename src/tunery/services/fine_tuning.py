@@ -51,10 +51,7 @@ class JobsService:
         self.models = models
 
     def create(self, org_id: str, request: CreateJobRequest) -> FineTuningJob:
-        if not self.models.is_base(request.model):
-            self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
-            raise InvalidRequest("Continuing from a fine-tuned model is not supported yet; use a base model.",
-                                 param="model", code="model_not_supported")
+        parent = self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
         for param in ("training_file", "validation_file"):
             file_id = getattr(request, param)
             if file_id is None:
@@ -71,13 +68,21 @@ class JobsService:
         if request.integrations:
             raise InvalidRequest("Integrations (Weights & Biases) are not available yet.", param="integrations")
         hyperparameters = _requested_hyperparameters(request)
+        if parent.training_type is not None:  # continuing a fine-tuned model: in kind, by default
+            if hyperparameters["training_type"] is None:
+                hyperparameters["training_type"] = parent.training_type
+            elif parent.training_type == "full" and hyperparameters["training_type"] == "lora":
+                raise InvalidRequest(f"{request.model} was fully fine-tuned; continue it with training_type 'full'.",
+                                     param="hyperparameters.training_type")
+        hyperparameters["training_type"] = hyperparameters["training_type"] or "lora"
+        classification = _classification(request)
         job = Job(
-            id=new_id("ftjob"), organization_id=org_id, model=request.model, base_model=request.model,
+            id=new_id("ftjob"), organization_id=org_id, model=request.model, base_model=parent.base_name,
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
             seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
             status="validating_files", hyperparameters=hyperparameters,
             method={"type": "supervised"}, metadata_=request.metadata, integrations=request.integrations,
-            result_files=[], created_at=now(),
+            result_files=[], created_at=now(), classification=classification,
         )
         self.repo.add(job)
         self.repo.add_event(job.id, f"Created fine-tuning job: {job.id}")
@@ -146,4 +151,24 @@ def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
     if weight is not None and not 0 <= weight <= 1:
         raise InvalidRequest("prompt_loss_weight must be between 0 and 1.", param="hyperparameters.prompt_loss_weight")
     requested = {k: values.get(k) or "auto" for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    return requested | {"training_type": values.get("training_type") or "lora", "prompt_loss_weight": weight}
+    return requested | {"training_type": values.get("training_type"), "prompt_loss_weight": weight}
+
+
+def _classification(request: CreateJobRequest) -> dict[str, Any] | None:
+    """The legacy classification options, checked as the legacy API did."""
+    if not request.compute_classification_metrics:
+        return None
+    if request.validation_file is None:
+        raise InvalidRequest("compute_classification_metrics needs a validation_file.", param="validation_file")
+    n_classes, positive = request.classification_n_classes, request.classification_positive_class
+    if positive is None and (n_classes is None or n_classes < 2):
+        raise InvalidRequest("Set classification_n_classes (2 or more) for multiclass classification, or "
+                             "classification_positive_class for binary classification.", param="classification_n_classes")
+    if positive is not None and n_classes not in (None, 2):
+        raise InvalidRequest("classification_positive_class is for binary classification (2 classes).",
+                             param="classification_positive_class")
+    betas = request.classification_betas or [1.0]
+    if any(beta <= 0 for beta in betas) or (request.classification_betas and positive is None):
+        raise InvalidRequest("classification_betas are positive numbers, for binary classification.",
+                             param="classification_betas")
+    return {"n_classes": 2 if positive is not None else n_classes, "positive_class": positive, "betas": betas}

@@ -3,7 +3,7 @@ resolution of a model name to the weights that serve or continue it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.catalog import BASE_MODEL_OWNER, Catalog
@@ -11,13 +11,26 @@ from tunery.errors import NotFound
 from tunery.ids import now
 from tunery.protocol.models import Model
 from tunery.storage.models import ModelsRepo
+from tunery.training.checkpoints import is_adapter
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     id: str
-    base_path: Path  # the base model's Hugging Face folder
-    adapter_path: Path | None  # a fine-tuned model's artefacts, None for a base model
+    base_name: str  # the catalog's base model it descends from
+    adapter_path: Path | None  # a fine-tuned model's artefacts (a LoRA adapter or full weights); None for a base model
+    catalog: Catalog = field(repr=False, compare=False)
+
+    @property
+    def base_path(self) -> Path:
+        """The base model's Hugging Face folder (converting the embedded model on first use)."""
+        return self.catalog.path(self.base_name)
+
+    @property
+    def training_type(self) -> str | None:
+        if self.adapter_path is None:
+            return None
+        return "lora" if is_adapter(self.adapter_path) else "full"
 
 
 class ModelsService:
@@ -43,14 +56,14 @@ class ModelsService:
     def resolve(self, org_id: str, model_id: str, *, param: str = "model") -> ResolvedModel:
         """Where the weights of a model this organization may use are; NotFound otherwise."""
         if self.catalog.exists(model_id):
-            return ResolvedModel(model_id, self.catalog.path(model_id), None)
+            return ResolvedModel(model_id, model_id, None, self.catalog)
         row = self.repo.get(model_id)
         if row is not None and row.organization_id == org_id:
-            return ResolvedModel(model_id, self.catalog.path(row.base_model), self.catalog.blobs.model_dir(row.job_id))
+            return ResolvedModel(model_id, row.base_model, self.catalog.blobs.model_dir(row.job_id), self.catalog)
         checkpoint = self.repo.checkpoint(model_id)
         if checkpoint is not None and checkpoint.organization_id == org_id:
             folder = self.catalog.blobs.checkpoint_dir(checkpoint.job_id, checkpoint.step_number)
-            return ResolvedModel(model_id, self.catalog.path(checkpoint.base_model), folder)
+            return ResolvedModel(model_id, checkpoint.base_model, folder, self.catalog)
         self._not_found(model_id, param)
 
     @staticmethod

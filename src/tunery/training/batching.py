@@ -24,34 +24,38 @@ class Batch:
     labels: torch.Tensor  # [rows, width], IGNORE where no loss
     weights: torch.Tensor  # [rows, width], the loss weight of each label
     tokens: int  # real tokens (no padding)
+    spans: list[tuple[int, int, int]]  # (row, start, length) of each example, in the order given
 
     def to(self, device: torch.device) -> Batch:
         return Batch(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device),
-                     self.weights.to(device), self.tokens)
+                     self.weights.to(device), self.tokens, self.spans)
 
 
 def pack(examples: list[Rendered], pad_id: int, max_tokens: int = MAX_PACKED_TOKENS) -> Batch:
     capacity = max(max_tokens, max(len(e.input_ids) for e in examples))
-    rows: list[list[Rendered]] = []
+    rows: list[list[int]] = []  # indices into examples
     room: list[int] = []
-    for example in sorted(examples, key=lambda e: len(e.input_ids), reverse=True):
-        size = len(example.input_ids)
+    for index in sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids), reverse=True):
+        size = len(examples[index].input_ids)
         row = next((i for i, free in enumerate(room) if free >= size), None)
         if row is None:
             rows.append([])
             room.append(capacity)
             row = len(rows) - 1
-        rows[row].append(example)
+        rows[row].append(index)
         room[row] -= size
     width = max(capacity - free for free in room)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     weights = torch.zeros((len(rows), width), dtype=torch.float32)
+    spans: list[tuple[int, int, int]] = [(0, 0, 0)] * len(examples)
     for r, row in enumerate(rows):
         start = 0
-        for example in row:
+        for index in row:
+            example = examples[index]
             n = len(example.input_ids)
+            spans[index] = (r, start, n)
             ids[r, start:start + n] = torch.tensor(example.input_ids)
             positions[r, start:start + n] = torch.arange(n)
             labels[r, start:start + n] = torch.tensor(example.labels)
@@ -59,4 +63,4 @@ def pack(examples: list[Rendered], pad_id: int, max_tokens: int = MAX_PACKED_TOK
             labels[r, start] = IGNORE  # the first token has no earlier token of its own example to predict it
             start += n
         positions[r, start:] = torch.arange(width - start)  # padding: a block of its own, never trained
-    return Batch(ids, positions, labels, weights, tokens=sum(len(e.input_ids) for e in examples))
+    return Batch(ids, positions, labels, weights, tokens=sum(len(e.input_ids) for e in examples), spans=spans)

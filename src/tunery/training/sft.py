@@ -130,7 +130,11 @@ class SFTRecipe:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, cfg.init_adapter, is_trainable=cfg.training_type == "lora")
-            return model if cfg.training_type == "lora" else model.merge_and_unload()
+            if cfg.training_type == "lora":
+                return model
+            model = model.merge_and_unload()  # full training goes on from base + adapter merged
+            model.requires_grad_(True)  # PEFT left the base weights frozen
+            return model
         if cfg.training_type == "full":
             return model
         from peft import LoraConfig, get_peft_model
@@ -208,6 +212,22 @@ class SFTRecipe:
             counted += batch_counted
         self.model.train(was_training)
         return loss_sum / max(weight_sum, 1e-9), correct / max(1, counted)
+
+    @torch.no_grad()
+    def next_token_logprobs(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Log-probabilities of the token after each prompt, [len(prompts), vocabulary]."""
+        was_training = self.model.training
+        self.model.eval()
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        out = []
+        for start in range(0, len(prompts), self.config.batch_size):
+            chunk = [Rendered(p, [IGNORE] * len(p)) for p in prompts[start:start + self.config.batch_size]]
+            batch = pack(chunk, self.pad_id).to(self.device)
+            hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
+            last = torch.stack([hidden[row, begin + length - 1] for row, begin, length in batch.spans])
+            out.append(torch.log_softmax(base.get_output_embeddings()(last).float(), dim=-1))
+        self.model.train(was_training)
+        return torch.cat(out)
 
     def _valid_mini_batch(self) -> tuple[float, float]:
         size = min(self.config.batch_size, len(self.valid_examples))

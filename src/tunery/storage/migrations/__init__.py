@@ -1,0 +1,1 @@
+"""Alembic migrations of the database schema; Database.create_schema() applies them."""

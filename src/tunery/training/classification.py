@@ -1,0 +1,73 @@
+"""The legacy API's classification metrics, computed on the validation set at each epoch end
+for prompt/completion data: accuracy and weighted F1 for any number of classes; for two
+classes also precision, recall, F-beta, AUROC and AUPRC. A class is predicted from the first
+token of each class's completion, as the legacy guide recommends (classes that are one token)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    fbeta_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+PREFIX = "classification/"
+
+
+@dataclass
+class ClassificationSpec:
+    n_classes: int | None = None  # multiclass tasks
+    positive_class: str | None = None  # binary tasks: the completion that counts as positive
+    betas: list[float] = field(default_factory=lambda: [1.0])  # F-beta scores of binary tasks
+
+
+class ClassificationError(ValueError):
+    pass
+
+
+def first_tokens(tokenizer, classes: list[str]) -> list[int]:
+    tokens = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in classes]
+    if len(set(tokens)) != len(tokens):
+        raise ClassificationError("classes must start with different tokens to be told apart by the first token")
+    return tokens
+
+
+def evaluate(recipe, valid_examples: list[dict[str, Any]], classes: list[str], spec: ClassificationSpec) -> dict[str, float]:
+    """Predict each validation example's class with the recipe's current model and score it."""
+    tokenizer = recipe.tokenizer
+    class_tokens = first_tokens(tokenizer, classes)
+    prompts = [tokenizer(e["prompt"], add_special_tokens=False)["input_ids"] for e in valid_examples]
+    logprobs = recipe.next_token_logprobs(prompts)[:, class_tokens].cpu().numpy()
+    return classification_metrics([e["completion"] for e in valid_examples], classes, logprobs, spec)
+
+
+def classification_metrics(truth: list[str], classes: list[str], logprobs: np.ndarray,
+                           spec: ClassificationSpec) -> dict[str, float]:
+    """Metrics from each example's log-probabilities of the classes ([examples, classes])."""
+    predicted = [classes[i] for i in logprobs.argmax(axis=1)]
+    metrics = {
+        "accuracy": accuracy_score(truth, predicted),
+        "weighted_f1_score": f1_score(truth, predicted, average="weighted", zero_division=0),
+    }
+    if spec.positive_class is not None and len(classes) == 2:
+        positive = classes.index(spec.positive_class)
+        is_positive = np.array([t == spec.positive_class for t in truth])
+        said_positive = np.array([p == spec.positive_class for p in predicted])
+        shifted = logprobs - logprobs.max(axis=1, keepdims=True)
+        probability = np.exp(shifted[:, positive]) / np.exp(shifted).sum(axis=1)  # P(positive | one of the two)
+        metrics["precision"] = precision_score(is_positive, said_positive, zero_division=0)
+        metrics["recall"] = recall_score(is_positive, said_positive, zero_division=0)
+        for beta in spec.betas:
+            metrics[f"f{float(beta)}"] = fbeta_score(is_positive, said_positive, beta=beta, zero_division=0)
+        if 0 < is_positive.sum() < len(is_positive):  # both classes present
+            metrics["auroc"] = roc_auc_score(is_positive, probability)
+            metrics["auprc"] = average_precision_score(is_positive, probability)
+    return {PREFIX + name: float(value) for name, value in metrics.items()}
