@@ -5,6 +5,7 @@ data directory) and any Hugging Face folder placed in DATA_DIR/base_models/<name
 from __future__ import annotations
 
 import importlib.util
+import math
 import logging
 from pathlib import Path
 
@@ -52,6 +53,17 @@ class Catalog:
             return AutoTokenizer.from_pretrained(folder)
         gguf = self._embedded_or_raise(name)
         return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+    def parameter_count(self, name: str) -> int:
+        """The model's size, read from its safetensors headers (no weights are loaded)."""
+        from safetensors import safe_open
+
+        total = 0
+        for shard in self.path(name).glob("*.safetensors"):
+            with safe_open(shard, framework="pt") as weights:
+                for key in weights.keys():
+                    total += math.prod(weights.get_slice(key).get_shape())
+        return total
 
     def context_length(self, name: str) -> int:
         from transformers import AutoConfig

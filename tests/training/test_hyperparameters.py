@@ -26,3 +26,11 @@ def test_given_numbers_win_over_auto():
 
 def test_full_fine_tuning_uses_a_smaller_learning_rate_than_lora():
     assert resolve({"training_type": "full"}, 12).learning_rate < resolve({}, 12).learning_rate
+
+
+def test_auto_learning_rate_shrinks_with_model_size():
+    small, large = resolve({}, 100, 135_000_000), resolve({}, 100, 7_000_000_000)
+    assert small.learning_rate == pytest.approx(1e-3)
+    assert large.learning_rate == pytest.approx(1e-3 * (135 / 7000) ** 0.5)
+    assert resolve({}, 100, 10_000_000).learning_rate == small.learning_rate  # never above the reference rate
+    assert resolve({"learning_rate_multiplier": 2}, 100, 7_000_000_000).learning_rate == pytest.approx(2 * large.learning_rate)

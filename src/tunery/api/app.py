@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunery import __version__
-from tunery.api.routes import chat, files, fine_tuning, models
+from tunery.api.routes import chat, completions, files, fine_tuning, models
 from tunery.config import Settings
 from tunery.errors import InvalidRequest, TuneryError
 from tunery.services.container import Container
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tunery", version=__version__, description="The OpenAI fine-tuning API, self-hosted.")
     app.state.container = Container(settings)
-    for module in (files, fine_tuning, models, chat):
+    for module in (files, fine_tuning, models, chat, completions):
         app.include_router(module.router, prefix="/v1")
 
     @app.get("/health", include_in_schema=False)

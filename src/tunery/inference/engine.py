@@ -57,6 +57,14 @@ class Engine:
             with adapter_scope:
                 return self._generate(model, tokenizer, prompt, params)
 
+    def complete(self, base: Path, adapter: Path | None, prompt: str, params: SamplingParams) -> Generation:
+        """Legacy completion: the raw prompt, tokenized as training tokenized prompts."""
+        with self._lock:
+            model, tokenizer, adapter_scope = self._model(base, adapter)
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            with adapter_scope:
+                return self._generate(model, tokenizer, ids, params)
+
     # models ------------------------------------------------------------------------------------
     def _model(self, base: Path, adapter: Path | None):
         """The model, its tokenizer, and the context in which it runs as asked (the base model

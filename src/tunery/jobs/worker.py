@@ -134,7 +134,7 @@ class Worker:
         self.jobs.add_event(job.id, "Fine-tuning job started")
         examples = load_examples(self.blobs.file_path(job.training_file))
         valid = load_examples(self.blobs.file_path(job.validation_file)) if job.validation_file else None
-        hp = resolve(job.hyperparameters, len(examples))
+        hp = resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model))
         self.jobs.update(job.id, hyperparameters=hp.as_api())
         start = ModelsService(self.catalog, self.models).resolve(job.organization_id, job.model)
         adapter = start.adapter_path if start.training_type == "lora" else None

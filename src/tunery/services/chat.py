@@ -1,12 +1,14 @@
-"""Chat completions: resolve the model (base, or fine-tuned of this organization), generate, and
-answer in the ChatCompletion shape."""
+"""Chat and legacy completions: resolve the model (base, fine-tuned or checkpoint of this
+organization), generate, and answer in the ChatCompletion or Completion shape."""
 
 from __future__ import annotations
 
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
-from tunery.inference.engine import ContextLengthExceeded, Engine, SamplingParams
-from tunery.protocol.chat import MAX_STOP_SEQUENCES, ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut, Usage
+from tunery.inference.engine import ContextLengthExceeded, Engine
+from tunery.protocol.chat import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut, Usage
+from tunery.protocol.completions import Completion, CompletionChoice, CompletionRequest
+from tunery.services.sampling import sampling_params
 from tunery.services.models import ModelsService
 
 
@@ -16,17 +18,8 @@ class ChatService:
         self.engine = engine
 
     def complete(self, org_id: str, request: ChatCompletionRequest) -> ChatCompletion:
-        if request.stream:
-            raise InvalidRequest("stream=true is not supported yet.", param="stream")
+        params = sampling_params(request, request.max_completion_tokens or request.max_tokens)
         model = self.models.resolve(org_id, request.model)
-        stop = (request.stop,) if isinstance(request.stop, str) else tuple(request.stop or ())
-        if len(stop) > MAX_STOP_SEQUENCES:
-            raise InvalidRequest(f"stop takes at most {MAX_STOP_SEQUENCES} sequences.", param="stop")
-        params = SamplingParams(
-            max_tokens=request.max_completion_tokens or request.max_tokens,
-            temperature=1.0 if request.temperature is None else request.temperature,
-            top_p=1.0 if request.top_p is None else request.top_p, stop=stop, seed=request.seed,
-        )
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         try:
             out = self.engine.chat(model.base_path, model.adapter_path, messages, params)
@@ -38,3 +31,22 @@ class ChatService:
             usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
                         total_tokens=out.prompt_tokens + out.completion_tokens),
         )
+
+    def complete_text(self, org_id: str, request: CompletionRequest) -> Completion:
+        params = sampling_params(request, request.max_tokens)
+        model = self.models.resolve(org_id, request.model)
+        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        if not prompts:
+            raise InvalidRequest("prompt must not be empty.", param="prompt")
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for index, prompt in enumerate(prompts):
+            try:
+                out = self.engine.complete(model.base_path, model.adapter_path, prompt, params)
+            except ContextLengthExceeded as exc:
+                raise InvalidRequest(str(exc), param="prompt", code="context_length_exceeded") from None
+            choices.append(CompletionChoice(index=index, text=out.text, finish_reason=out.finish_reason))
+            prompt_tokens += out.prompt_tokens
+            completion_tokens += out.completion_tokens
+        return Completion(id=new_id("cmpl"), created=now(), model=request.model, choices=choices,
+                          usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                                      total_tokens=prompt_tokens + completion_tokens))

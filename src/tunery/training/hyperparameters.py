@@ -13,7 +13,10 @@ MIN_EPOCHS, MAX_EPOCHS = 1, 25  # ... clamped to this range ...
 MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 100, 25_000  # ... so that examples x epochs lands here
 MAX_AUTO_BATCH_SIZE = 256
 BATCH_FRACTION = 0.002  # OpenAI's auto batch size is about 0.2% of the examples
-BASE_LEARNING_RATE = {"lora": 1e-3, "full": 2e-5}  # multiplied by learning_rate_multiplier
+# Peak learning rate of a REFERENCE_PARAMETERS model, multiplied by learning_rate_multiplier; larger
+# models get less, by the square root of their size (a 7B model: 1.4e-4 for LoRA, 7e-6 in full).
+BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
+REFERENCE_PARAMETERS = 135_000_000
 
 
 @dataclass(frozen=True)
@@ -23,10 +26,12 @@ class Resolved:
     learning_rate_multiplier: float
     training_type: str
     prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT
+    parameters: int = REFERENCE_PARAMETERS  # the base model's size
 
     @property
     def learning_rate(self) -> float:
-        return BASE_LEARNING_RATE[self.training_type] * self.learning_rate_multiplier
+        scale = min(1.0, math.sqrt(REFERENCE_PARAMETERS / self.parameters))
+        return BASE_LEARNING_RATE[self.training_type] * scale * self.learning_rate_multiplier
 
     def as_api(self) -> dict[str, Any]:
         return {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
@@ -47,7 +52,7 @@ def default_batch_size(n_examples: int) -> int:
     return max(1, min(MAX_AUTO_BATCH_SIZE, round(n_examples * BATCH_FRACTION)))
 
 
-def resolve(requested: dict[str, Any], n_examples: int) -> Resolved:
+def resolve(requested: dict[str, Any], n_examples: int, parameters: int = REFERENCE_PARAMETERS) -> Resolved:
     """Numbers for every hyperparameter; "auto" or absent ones from the data set."""
 
     def given(key: str):
@@ -61,4 +66,5 @@ def resolve(requested: dict[str, Any], n_examples: int) -> Resolved:
         training_type=requested.get("training_type") or "lora",
         prompt_loss_weight=DEFAULT_PROMPT_LOSS_WEIGHT if requested.get("prompt_loss_weight") is None
         else float(requested["prompt_loss_weight"]),
+        parameters=parameters,
     )

@@ -1,0 +1,129 @@
+"""Training throughput: tunery's SFT recipe against TRL's SFTTrainer on the same model
+(SmolLM2-135M-Instruct), data (orders_train.jsonl, rendered once by tunery: the same token ids
+and the same loss masks), LoRA configuration, epochs and batch size, on this machine.
+
+    python bench/train_throughput.py [--epochs N] [--batch-size N]
+
+Each side runs in its own process (so their memory is measured apart). The last line reads
+`ratio tunery_vs_trl=X.XX peak_rss_mb=N`: trained tokens per second (tokens that carry loss)
+of tunery over TRL's, and tunery's peak resident memory. TRL is a benchmark-only dependency:
+`pip install trl`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "orders_train.jsonl"
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LEARNING_RATE = 1e-3
+
+
+def model_folder() -> str:
+    from tunery.catalog import EMBEDDED_MODEL, Catalog
+    from tunery.config import Settings
+    from tunery.storage import BlobStore
+
+    return str(Catalog(BlobStore(Settings().data_dir)).path(EMBEDDED_MODEL))
+
+
+def rendered(folder: str):
+    from transformers import AutoTokenizer
+
+    from tunery.data.render import render_example
+    from tunery.data.validate import load_examples
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return [render_example(tokenizer, e, max_length=4096) for e in load_examples(DATA)]
+
+
+def run_tunery(folder: str, epochs: int, batch_size: int) -> dict:
+    from tunery.training.sft import SFTConfig, SFTRecipe
+
+    recipe = SFTRecipe(SFTConfig(base_model=folder, n_epochs=epochs, batch_size=batch_size, learning_rate=LEARNING_RATE,
+                                 lora_rank=LORA["r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"]))
+    recipe.setup([json.loads(line) for line in DATA.read_text().splitlines()])
+    trained = sum(e.trained_tokens for e in recipe.examples) * epochs
+    started = time.perf_counter()
+    result = recipe.train(lambda m: True)
+    seconds = time.perf_counter() - started
+    mean_loss = sum(m.train_loss for m in result.history) / len(result.history)
+    return {"seconds": seconds, "trained_tokens": trained, "mean_loss": mean_loss}
+
+
+def run_trl(folder: str, epochs: int, batch_size: int) -> dict:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    examples = rendered(folder)
+    dataset = Dataset.from_list([{"input_ids": e.input_ids, "labels": e.labels} for e in examples])
+    timing = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, *args, **kwargs):
+            timing["start"] = time.perf_counter()
+
+        def on_train_end(self, *args, **kwargs):
+            timing["end"] = time.perf_counter()
+
+    args = SFTConfig(output_dir=os.environ.get("TMPDIR", "/tmp") + "/trl-bench", num_train_epochs=epochs,
+                     per_device_train_batch_size=batch_size, learning_rate=LEARNING_RATE, lr_scheduler_type="linear",
+                     warmup_steps=0.03, max_grad_norm=1.0, weight_decay=0.0, logging_steps=10_000, save_strategy="no",
+                     report_to=[], use_cpu=True, bf16=False, fp16=False, dataloader_num_workers=0, max_length=4096,
+                     seed=0, disable_tqdm=True)
+    trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(folder), args=args, train_dataset=dataset,
+                         processing_class=AutoTokenizer.from_pretrained(folder),
+                         peft_config=LoraConfig(task_type="CAUSAL_LM", **LORA), callbacks=[Clock()])
+    output = trainer.train()
+    trained = sum(e.trained_tokens for e in examples) * epochs
+    return {"seconds": timing["end"] - timing["start"], "trained_tokens": trained, "mean_loss": output.training_loss}
+
+
+def worker(side: str, epochs: int, batch_size: int) -> None:
+    folder = model_folder()
+    result = (run_tunery if side == "tunery" else run_trl)(folder, epochs, batch_size)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: tunery's auto batch size")
+    parser.add_argument("--worker", choices=["tunery", "trl"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.batch_size is None:
+        from tunery.training.hyperparameters import default_batch_size
+
+        args.batch_size = default_batch_size(sum(1 for _ in DATA.open()))
+    if args.worker:
+        worker(args.worker, args.epochs, args.batch_size)
+        return
+    model_folder()  # convert the embedded model once, outside the timed runs
+    results = {}
+    for side in ("trl", "tunery"):
+        out = subprocess.run([sys.executable, __file__, "--worker", side, "--epochs", str(args.epochs),
+                              "--batch-size", str(args.batch_size)], check=True, capture_output=True, text=True)
+        results[side] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = results[side]
+        print(f"{side:>6}: {r['trained_tokens'] / r['seconds']:8.1f} trained tokens/s ({r['trained_tokens']} in "
+              f"{r['seconds']:.1f} s), mean training loss {r['mean_loss']:.3f}, peak RSS {r['peak_rss_mb']} MB")
+    print(f"batch size {args.batch_size}, epochs {args.epochs}, {DATA.name}, SmolLM2-135M-Instruct, LoRA r={LORA['r']}")
+    ratio = (results["tunery"]["trained_tokens"] / results["tunery"]["seconds"]) / \
+            (results["trl"]["trained_tokens"] / results["trl"]["seconds"])
+    print(f"ratio tunery_vs_trl={ratio:.2f} peak_rss_mb={results['tunery']['peak_rss_mb']}")
+
+
+if __name__ == "__main__":
+    main()
