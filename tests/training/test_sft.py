@@ -122,3 +122,22 @@ def test_training_continues_from_a_saved_adapter(tiny_model_dir, tmp_path):
     # The continued run starts where the first left off, far below a fresh start.
     assert continued.history[0].train_loss < 0.8 * fresh.history[0].train_loss
     assert continued.history[0].train_loss == pytest.approx(result.history[-1].train_loss, rel=0.5)
+
+
+def test_gradients_accumulated_row_by_row_equal_one_pass(tiny_model_dir):
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=4, learning_rate=1e-3))
+    recipe.setup(EXAMPLES[:4])
+    batch = pack(recipe.examples[:4], recipe.pad_id, max_tokens=40)  # several rows
+    assert batch.input_ids.shape[0] > 1
+
+    def gradients(rows):
+        recipe.optimizer.zero_grad(set_to_none=True)
+        total = batch.loss_weight()
+        for row in rows:
+            (recipe._loss_sum(row)[0] / total).backward()
+        return [p.grad.clone() for p in recipe.trainable if p.grad is not None]
+
+    one_pass, by_row = gradients([batch]), gradients(batch.rows())
+    assert len(one_pass) == len(by_row) > 0
+    for a, b in zip(one_pass, by_row):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max(), ((a - b).abs().max(), a.abs().max())

@@ -172,16 +172,29 @@ class SFTRecipe:
         return result
 
     def _step(self, batch: Batch) -> tuple[float, float]:
-        loss, correct, counted = self._loss(batch)
-        loss.backward()
+        """One optimizer step over the batch, a packed row at a time: each row's gradients are
+        scaled by the whole batch's loss weight, so the update is the same as in one pass."""
+        total = batch.loss_weight()
+        loss_sum = correct = counted = 0.0
+        for row in batch.rows():
+            row_loss, row_correct, row_counted = self._loss_sum(row)
+            (row_loss / total).backward()
+            loss_sum += row_loss.item()
+            correct += row_correct
+            counted += row_counted
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.item(), correct / max(1, counted)
+        return loss_sum / float(total), correct / max(1, counted)
 
     def _loss(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
-        """Weighted mean loss, and correct / counted next-token predictions at full weight."""
+        """Weighted mean loss over the batch, and correct / counted next-token predictions."""
+        loss_sum, correct, counted = self._loss_sum(batch)
+        return loss_sum / batch.loss_weight(), correct, counted
+
+    def _loss_sum(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
+        """Weighted sum of token losses, and correct / counted predictions at full weight."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
         # Position t predicts token t+1: only positions whose next token carries loss are projected.
@@ -190,10 +203,9 @@ class SFTRecipe:
         logits = base.get_output_embeddings()(hidden[:, :-1][trained]).float()
         wanted, weight = targets[trained], weights[trained]
         token_losses = torch.nn.functional.cross_entropy(logits, wanted, reduction="none")
-        loss = (token_losses * weight).sum() / weight.sum()
         full = weight == 1.0  # accuracy on the tokens trained at full weight, as the guide reports it
         correct = int((logits.argmax(-1)[full] == wanted[full]).sum())
-        return loss, correct, int(full.sum())
+        return (token_losses * weight).sum(), correct, int(full.sum())
 
     # evaluate --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -204,12 +216,12 @@ class SFTRecipe:
         loss_sum = weight_sum = correct = counted = 0.0
         for start in range(0, len(examples), self.config.batch_size):
             batch = pack(examples[start:start + self.config.batch_size], self.pad_id).to(self.device)
-            loss, batch_correct, batch_counted = self._loss(batch)
-            batch_weight = float(batch.weights[:, 1:][batch.labels[:, 1:] != IGNORE].sum())
-            loss_sum += loss.item() * batch_weight
-            weight_sum += batch_weight
-            correct += batch_correct
-            counted += batch_counted
+            for row in batch.rows():
+                row_loss, row_correct, row_counted = self._loss_sum(row)
+                loss_sum += row_loss.item()
+                correct += row_correct
+                counted += row_counted
+            weight_sum += float(batch.loss_weight())
         self.model.train(was_training)
         return loss_sum / max(weight_sum, 1e-9), correct / max(1, counted)
 
