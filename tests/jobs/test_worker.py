@@ -115,3 +115,25 @@ def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
     requeued = container.jobs.retrieve(org.id, job.id)
     assert requeued.status == "queued" and requeued.fine_tuned_model is None
     assert worker.jobs.claim(("queued",), "running", "next-worker", 60).id == job.id
+
+
+def test_a_job_started_again_after_its_worker_stopped_trains_to_the_end(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=3)
+    worker.run_once()  # validated
+    worker.parent_pid = os.getppid()
+    thread = threading.Thread(target=worker.run_once)
+    thread.start()
+    deadline = time.time() + 60
+    while not container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0]:  # an epoch's checkpoint exists
+        assert time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    worker.parent_pid = -1
+    thread.join(timeout=60)
+    worker.parent_pid = None
+    assert container.jobs.retrieve(org.id, job.id).status == "queued"
+    assert worker.run_once()  # trains again from the start
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    checkpoints, _ = container.jobs.checkpoints(org.id, job.id, limit=10, after=None)
+    assert [c.step_number for c in checkpoints] == [36, 24, 12]

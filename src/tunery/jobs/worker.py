@@ -131,6 +131,10 @@ class Worker:
 
     # queued -> running -> succeeded | cancelled --------------------------------------------------
     def _train(self, job: Job) -> None:
+        earlier = self.models.checkpoints(job.id)
+        if earlier:  # a worker stopped mid-job: it starts over (resuming comes with pause/resume)
+            self.models.delete_checkpoints([row.id for row in earlier])
+            self.blobs.delete_job_artefacts(job.id)
         self.jobs.add_event(job.id, "Fine-tuning job started")
         examples = load_examples(self.blobs.file_path(job.training_file))
         valid = load_examples(self.blobs.file_path(job.validation_file)) if job.validation_file else None
@@ -159,7 +163,8 @@ class Worker:
             if classify is not None:
                 epoch_metrics[m.step] = classify(recipe)
                 shown = ", ".join(f"{k.removeprefix(PREFIX)}={v:.3f}" for k, v in epoch_metrics[m.step].items())
-                self.jobs.add_event(job.id, f"Classification metrics at step {m.step}: {shown}", type="metrics",
+                # A message, not a metrics event: clients read train_loss from every metrics event.
+                self.jobs.add_event(job.id, f"Classification metrics at step {m.step}: {shown}",
                                     data={"step": m.step, **epoch_metrics[m.step]})
             self._save_checkpoint(job, recipe, m, model_id)
 
