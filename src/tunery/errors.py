@@ -45,3 +45,13 @@ class Conflict(TuneryError):
 class TooLarge(TuneryError):
     status_code = 413
     error_type = "invalid_request_error"
+
+
+class PermissionDenied(TuneryError):
+    status_code = 403
+    error_type = "invalid_request_error"
+
+
+class RateLimited(TuneryError):
+    status_code = 429
+    error_type = "rate_limit_error"

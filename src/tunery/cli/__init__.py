@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tunery.cli import data, serve
+from tunery.cli import data, keys, serve
 from tunery.cli.common import quiet_libraries
 
 app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_args_is_help=True,
@@ -14,6 +14,7 @@ app.command()(serve.serve)
 app.command()(serve.worker)
 app.command()(data.validate)
 app.command("prepare-data")(data.prepare_data)
+app.add_typer(keys.app, name="keys")
 
 
 def main() -> None:

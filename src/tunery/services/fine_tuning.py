@@ -7,7 +7,7 @@ import re
 import secrets
 from typing import Any
 
-from tunery.errors import Conflict, InvalidRequest, NotFound
+from tunery.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from tunery.ids import new_id, now
 from tunery.protocol.fine_tuning import (
     CheckpointMetrics,
@@ -27,6 +27,8 @@ from tunery.storage.tables import Job
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
 HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
+MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as OpenAI
+MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
 FINISHED = {"succeeded", "failed", "cancelled"}
 
 
@@ -65,6 +67,10 @@ class JobsService:
             raise InvalidRequest("suffix must be 1-64 characters of letters, digits, '-' and '_'.", param="suffix")
         if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}.", param="seed")
+        _check_metadata(request.metadata)
+        if self.repo.count_active(org_id) >= MAX_ACTIVE_JOBS:
+            raise RateLimited(f"This organization already has {MAX_ACTIVE_JOBS} jobs validating, queued or running; "
+                              "wait for one to finish.", code="rate_limit_exceeded")
         if request.integrations:
             raise InvalidRequest("Integrations (Weights & Biases) are not available yet.", param="integrations")
         hyperparameters = _requested_hyperparameters(request)
@@ -91,8 +97,9 @@ class JobsService:
     def retrieve(self, org_id: str, job_id: str) -> FineTuningJob:
         return to_object(self._row(org_id, job_id))
 
-    def list(self, org_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJob], bool]:
-        rows = self.repo.list(org_id, limit=limit + 1, after=after)
+    def list(self, org_id: str, *, limit: int, after: str | None,
+             metadata: dict[str, str] | None = None) -> tuple[list[FineTuningJob], bool]:
+        rows = self.repo.list(org_id, limit=limit + 1, after=after, metadata=metadata)
         return [to_object(r) for r in rows[:limit]], len(rows) > limit
 
     def cancel(self, org_id: str, job_id: str) -> FineTuningJob:
@@ -172,3 +179,14 @@ def _classification(request: CreateJobRequest) -> dict[str, Any] | None:
         raise InvalidRequest("classification_betas are positive numbers, for binary classification.",
                              param="classification_betas")
     return {"n_classes": 2 if positive is not None else n_classes, "positive_class": positive, "betas": betas}
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > MAX_METADATA_PAIRS:
+        raise InvalidRequest(f"metadata holds at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise InvalidRequest(f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
+                                 f"{MAX_METADATA_VALUE}; {key[:70]!r} is not.", param="metadata")

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunery.catalog import BASE_MODEL_OWNER, Catalog
-from tunery.errors import NotFound
+from tunery.errors import NotFound, PermissionDenied
 from tunery.ids import now
-from tunery.protocol.models import Model
+from tunery.protocol.models import Model, ModelDeleted
 from tunery.storage.models import ModelsRepo
 from tunery.training.checkpoints import is_adapter
 
@@ -49,6 +49,18 @@ class ModelsService:
 
     def retrieve(self, org_id: str, owner: str, model_id: str) -> Model:
         return next((m for m in self.list(org_id, owner) if m.id == model_id), None) or self._not_found(model_id)
+
+    def delete(self, org_id: str, model_id: str) -> ModelDeleted:
+        """A fine-tuned model and its weights, for its owner; base models and checkpoints stay."""
+        if self.catalog.exists(model_id):
+            raise PermissionDenied(f"'{model_id}' is a base model and cannot be deleted.", param="model",
+                                   code="model_not_deletable")
+        row = self.repo.get(model_id)
+        if row is None or row.organization_id != org_id:
+            self._not_found(model_id)
+        self.repo.delete(model_id)
+        self.catalog.blobs.delete_dir(self.catalog.blobs.model_dir(row.job_id))
+        return ModelDeleted(id=model_id, deleted=True)
 
     def is_base(self, model_id: str) -> bool:
         return self.catalog.exists(model_id)

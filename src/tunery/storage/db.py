@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -20,6 +20,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000  # two processes write; wait for the other rathe
 
 class Database:
     def __init__(self, url: str):
+        engine_url = make_url(url)
+        if engine_url.get_backend_name() == "sqlite" and engine_url.database not in (None, "", ":memory:"):
+            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)

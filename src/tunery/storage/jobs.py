@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tunery.ids import new_id, now
 from tunery.storage.db import Database
@@ -28,14 +28,22 @@ class JobsRepo:
             row = s.get(Job, job_id)
             return row if row is not None and (org_id is None or row.organization_id == org_id) else None
 
-    def list(self, org_id: str, *, limit: int, after: str | None = None) -> list[Job]:
-        """Newest first."""
+    def list(self, org_id: str, *, limit: int, after: str | None = None,
+             metadata: dict[str, str] | None = None) -> list[Job]:
+        """Newest first; with metadata, only jobs whose metadata holds every given pair."""
         with self.db.session() as s:
             query = select(Job).where(Job.organization_id == org_id)
+            for key, value in (metadata or {}).items():
+                query = query.where(Job.metadata_[key].as_string() == value)
             if after and (anchor := s.get(Job, after)) is not None:
                 query = query.where((Job.created_at < anchor.created_at) |
                                     ((Job.created_at == anchor.created_at) & (Job.id < after)))
             return list(s.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+
+    def count_active(self, org_id: str) -> int:
+        with self.db.session() as s:
+            return s.scalar(select(func.count()).select_from(Job).where(
+                Job.organization_id == org_id, Job.status.in_(("validating_files", "queued", "running"))))
 
     def update(self, job_id: str, *, only_if_status: str | None = None, **fields: Any) -> bool:
         """Set fields; with only_if_status, only while the job is still in that status."""

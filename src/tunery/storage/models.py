@@ -22,6 +22,10 @@ class ModelsRepo:
         with self.db.session() as s:
             return s.get(FineTunedModel, model_id)
 
+    def delete(self, model_id: str) -> None:
+        with self.db.session() as s:
+            s.execute(delete(FineTunedModel).where(FineTunedModel.id == model_id))
+
     def list(self, org_id: str) -> list[FineTunedModel]:
         with self.db.session() as s:
             query = select(FineTunedModel).where(FineTunedModel.organization_id == org_id)

@@ -37,8 +37,24 @@ class OrgsRepo:
     def create_key(self, org_id: str) -> str:
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         with self.db.session() as s:
-            s.add(ApiKey(id=new_id("key"), organization_id=org_id, key_hash=hash_key(key), created_at=now()))
+            s.add(ApiKey(id=new_id("key"), organization_id=org_id, key_hash=hash_key(key), created_at=now(),
+                         hint=f"sk-...{key[-4:]}"))
         return key
+
+    def keys(self) -> list[tuple[ApiKey, str]]:
+        """Every key with its organization's name, oldest first."""
+        with self.db.session() as s:
+            rows = s.execute(select(ApiKey, Organization.name).join(Organization).order_by(ApiKey.created_at, ApiKey.id))
+            return [(key, name) for key, name in rows]
+
+    def revoke(self, key_id: str) -> bool:
+        """False when there is no such key or it was revoked already."""
+        with self.db.session() as s:
+            row = s.get(ApiKey, key_id)
+            if row is None or row.revoked_at is not None:
+                return False
+            row.revoked_at = now()
+            return True
 
     def org_for_key(self, key: str) -> Organization | None:
         """The key's organization, or None for an unknown or revoked key. The lookup goes by the

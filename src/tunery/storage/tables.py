@@ -24,6 +24,7 @@ class ApiKey(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the key is never stored
+    hint: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "sk-...abcd", to tell keys apart
     created_at: Mapped[int] = mapped_column(Integer)
     revoked_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.protocol.common import ListResponse
@@ -21,8 +21,12 @@ def create(c: ContainerDep, org: OrgDep, body: CreateJobRequest) -> FineTuningJo
 
 
 @router.get("/fine_tuning/jobs")
-def list_jobs(c: ContainerDep, org: OrgDep, limit: Limit = 20, after: str | None = None) -> ListResponse[FineTuningJob]:
-    data, has_more = c.jobs.list(org.id, limit=limit, after=after)
+def list_jobs(c: ContainerDep, org: OrgDep, request: Request, limit: Limit = 20,
+              after: str | None = None) -> ListResponse[FineTuningJob]:
+    # The SDK sends the metadata filter as metadata[key]=value query parameters.
+    metadata = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+                if k.startswith("metadata[") and k.endswith("]")}
+    data, has_more = c.jobs.list(org.id, limit=limit, after=after, metadata=metadata or None)
     return ListResponse(data=data, has_more=has_more)
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.protocol.common import ListResponse
-from tunery.protocol.models import Model
+from tunery.protocol.models import Model, ModelDeleted
 
 router = APIRouter(tags=["models"])
 
@@ -19,3 +19,8 @@ def list_models(c: ContainerDep, org: OrgDep) -> ListResponse[Model]:
 @router.get("/models/{model_id}")
 def retrieve(c: ContainerDep, org: OrgDep, model_id: str) -> Model:
     return c.models.retrieve(org.id, org.name, model_id)
+
+
+@router.delete("/models/{model_id}")
+def delete(c: ContainerDep, org: OrgDep, model_id: str) -> ModelDeleted:
+    return c.models.delete(org.id, model_id)
