@@ -114,13 +114,13 @@ def _server_factory(root: Path):
     servers: list[Server] = []
 
     def start(*, base_models: tuple[Path, ...] = (), warm_up: bool = False, env_key: bool = True,
-              data_dir: Path | None = None) -> Server:
+              data_dir: Path | None = None, env: dict[str, str] | None = None) -> Server:
         """env_key=False starts it without TUNERY_API_KEY; data_dir reuses a stopped server's state."""
         data_dir = data_dir or root / f"server-data-{len(servers)}"
         for folder in base_models:
             shutil.copytree(folder, data_dir / "base_models" / folder.name)
-        env = {"TUNERY_WARM_UP": str(warm_up).lower()} | ({} if env_key else {"TUNERY_API_KEY": None})
-        server = Server(data_dir, env)
+        settings = {"TUNERY_WARM_UP": str(warm_up).lower()} | ({} if env_key else {"TUNERY_API_KEY": None})
+        server = Server(data_dir, settings | (env or {}))
         servers.append(server)
         return server
 

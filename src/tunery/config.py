@@ -8,6 +8,7 @@ from pathlib import Path
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file, unless TUNERY_MAX_UPLOAD_BYTES says otherwise
 
 
 class Settings(BaseSettings):
@@ -19,6 +20,7 @@ class Settings(BaseSettings):
     api_key: str | None = None  # when set, accepted as organization "default"'s key
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
     worker_poll_seconds: float = 0.5  # how often an idle worker looks for a job
+    max_upload_bytes: int = MAX_UPLOAD_BYTES  # refused with 413 while the upload streams in
     warm_up: bool = True  # convert the embedded model when a worker starts, not at the first job
     job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
 

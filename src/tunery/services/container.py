@@ -32,7 +32,7 @@ class Container:
 
     @cached_property
     def files(self) -> FilesService:
-        return FilesService(FilesRepo(self.db), self.blobs)
+        return FilesService(FilesRepo(self.db), self.blobs, self.settings.max_upload_bytes)
 
     @cached_property
     def models(self) -> ModelsService:

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+from tunery.config import MAX_UPLOAD_BYTES
 from tunery.data.validate import validate_file
 from tunery.errors import InvalidRequest, NotFound, TooLarge
 from tunery.ids import new_id, now
 from tunery.protocol.files import FileDeleted, FileObject
-from tunery.storage.blobs import BlobStore, BlobTooLarge
+from tunery.storage.blobs import BlobStore, BlobTooLarge, BlobWriter
 from tunery.storage.files import FilesRepo
 from tunery.storage.tables import File
 
-MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file
 MAX_REPORTED_PROBLEMS = 5  # in the message of a refused training file
 PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data"}
 UPLOADABLE_PURPOSES = PURPOSES - {"fine-tune-results"}
@@ -26,37 +26,58 @@ def to_object(row: File) -> FileObject:
 
 
 class FilesService:
-    def __init__(self, repo: FilesRepo, blobs: BlobStore):
+    def __init__(self, repo: FilesRepo, blobs: BlobStore, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.repo = repo
         self.blobs = blobs
+        self.max_upload_bytes = max_upload_bytes
 
     def create(self, org_id: str, filename: str, purpose: str, chunks: Iterable[bytes]) -> FileObject:
+        writer = self.receiver()
+        try:
+            for chunk in chunks:
+                writer.write(chunk)
+        except BlobTooLarge:
+            raise self.too_large() from None
+        return self.create_received(org_id, filename, purpose, writer)
+
+    def receiver(self) -> BlobWriter:
+        """Where an upload's bytes go as they arrive (at most max_upload_bytes)."""
+        return self.blobs.file_writer(self.max_upload_bytes)
+
+    def create_received(self, org_id: str, filename: str | None, purpose: str | None, writer: BlobWriter) -> FileObject:
+        """Check a received upload and keep it as a file; nothing is kept when it is refused."""
+        try:
+            return self._keep(org_id, filename, purpose, writer)
+        finally:
+            writer.discard()  # a no-op once committed
+
+    def _keep(self, org_id: str, filename: str | None, purpose: str | None, writer: BlobWriter) -> FileObject:
+        if filename is None:
+            raise InvalidRequest("The request has no file part.", param="file")
         if purpose not in UPLOADABLE_PURPOSES:
             raise InvalidRequest(f"Invalid purpose {purpose!r}; expected one of {sorted(UPLOADABLE_PURPOSES)}.",
                                  param="purpose")
         if purpose == "fine-tune" and not filename.lower().endswith(".jsonl"):
             raise InvalidRequest("Files for fine-tuning must be JSONL (.jsonl).", param="file")
-        file_id = new_id("file")
-        try:
-            size = self.blobs.write_file(file_id, chunks, max_bytes=MAX_UPLOAD_BYTES)
-        except BlobTooLarge:
-            raise TooLarge(f"File is larger than the limit of {MAX_UPLOAD_BYTES} bytes.", param="file") from None
         if purpose == "fine-tune":
-            report = validate_file(self.blobs.file_path(file_id))
+            report = validate_file(writer.written)
             if not report.ok:
-                self.blobs.delete_file(file_id)
                 shown = "; ".join(str(p) for p in report.errors[:MAX_REPORTED_PROBLEMS])
-                more = len(report.errors) - MAX_REPORTED_PROBLEMS
+                more = report.error_count - MAX_REPORTED_PROBLEMS
                 raise InvalidRequest(f"Invalid file format for fine-tuning: {shown}" + (f" (and {more} more)" if more > 0 else ""),
                                      param="file", code="invalid_file_format")
+        file_id = new_id("file")
         row = File(id=file_id, organization_id=org_id, filename=Path(filename).name, purpose=purpose,
-                   bytes=size, created_at=now(), status="processed")
+                   bytes=writer.commit(file_id), created_at=now(), status="processed")
         try:
             self.repo.add(row)
         except BaseException:
             self.blobs.delete_file(file_id)
             raise
         return to_object(row)
+
+    def too_large(self) -> TooLarge:
+        return TooLarge(f"File is larger than the limit of {self.max_upload_bytes} bytes.", param="file")
 
     def retrieve(self, org_id: str, file_id: str) -> FileObject:
         return to_object(self._row(org_id, file_id))

@@ -23,26 +23,21 @@ class BlobStore:
     def file_path(self, file_id: str) -> Path:
         return self.root / "files" / file_id
 
+    def file_writer(self, max_bytes: int | None = None) -> BlobWriter:
+        """A new blob, written piece by piece, kept under a file id by commit(), else discarded."""
+        return BlobWriter(self, max_bytes)
+
     def write_file(self, file_id: str, chunks: Iterable[bytes], *, max_bytes: int | None = None) -> int:
         """Stream chunks to the file's blob; returns its size. Raises BlobTooLarge (and keeps
         nothing) once more than max_bytes arrive."""
-        size = 0
-        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        writer = self.file_writer(max_bytes)
         try:
-            with os.fdopen(fd, "wb") as out:
-                for chunk in chunks:
-                    size += len(chunk)
-                    if max_bytes is not None and size > max_bytes:
-                        raise BlobTooLarge(max_bytes)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.file_path(file_id))
+            for chunk in chunks:
+                writer.write(chunk)
+            return writer.commit(file_id)
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
+            writer.discard()
             raise
-        return size
 
     def delete_file(self, file_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -124,6 +119,44 @@ class BlobStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class BlobWriter:
+    """A blob being received: bytes go to a temporary file; past max_bytes the write raises
+    BlobTooLarge and the file is gone, so an oversized upload is neither held nor kept."""
+
+    def __init__(self, store: BlobStore, max_bytes: int | None):
+        self.store = store
+        self.max_bytes = max_bytes
+        self.size = 0
+        fd, self.path = tempfile.mkstemp(dir=store.root / "tmp")
+        self.handle = os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            self.discard()
+            raise BlobTooLarge(self.max_bytes)
+        self.handle.write(chunk)
+
+    @property
+    def written(self) -> Path:
+        """The bytes so far, readable (flushed) before commit."""
+        self.handle.flush()
+        return Path(self.path)
+
+    def commit(self, file_id: str) -> int:
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+        self.handle.close()
+        os.replace(self.path, self.store.file_path(file_id))
+        return self.size
+
+    def discard(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
 
 
 class BlobTooLarge(Exception):

@@ -4,22 +4,29 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunery.api.deps import ContainerDep, OrgDep
+from tunery.api.uploads import receive_upload
 from tunery.protocol.common import ListResponse
 from tunery.protocol.files import FileDeleted, FileObject
 
 router = APIRouter(tags=["files"])
-UPLOAD_CHUNK_BYTES = 1024 * 1024
 MAX_FILES_PAGE = 10_000
 
 
 @router.post("/files")
-def upload(c: ContainerDep, org: OrgDep, file: Annotated[UploadFile, File()], purpose: Annotated[str, Form()]) -> FileObject:
-    chunks = iter(lambda: file.file.read(UPLOAD_CHUNK_BYTES), b"")
-    return c.files.create(org.id, file.filename or "upload", purpose, chunks)
+async def upload(c: ContainerDep, org: OrgDep, request: Request) -> FileObject:
+    writer = c.files.receiver()
+    try:
+        form = await receive_upload(request, writer, c.files.too_large())
+    except BaseException:
+        writer.discard()
+        raise
+    # Validating a large training file takes a while: off the event loop.
+    return await run_in_threadpool(c.files.create_received, org.id, form.filename, form.fields.get("purpose"), writer)
 
 
 @router.get("/files")

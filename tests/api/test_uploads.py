@@ -1,0 +1,66 @@
+"""Uploads stream to disk as they arrive; one past the size limit is refused with 413 without
+being kept, whether its size is declared up front or only found out while it streams."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import SHARED_DATA, TEST_KEY
+
+LIMIT = 1_000_000
+MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
+
+
+@pytest.fixture
+def small_limit_server(start_server):
+    return start_server(env={"TUNERY_MAX_UPLOAD_BYTES": str(LIMIT)})
+
+
+def leftovers(server) -> list:
+    return [p for p in (server.data_dir / "files").iterdir()] + [p for p in (server.data_dir / "tmp").iterdir()
+                                                                  if not p.name.endswith(".lock")]
+
+
+def test_an_upload_over_the_limit_is_refused_and_nothing_is_kept(small_limit_server):
+    client = small_limit_server.client()
+    big = MARV * (LIMIT // len(MARV) * 2)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.files.create(file=("big.jsonl", io.BytesIO(big)), purpose="fine-tune")
+    assert caught.value.status_code == 413 and caught.value.body["param"] == "file"
+    assert client.files.list().data == [] and leftovers(small_limit_server) == []
+    assert client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="fine-tune").bytes == len(MARV)
+
+
+def test_a_streamed_upload_without_a_length_is_cut_off_at_the_limit(small_limit_server):
+    boundary = uuid.uuid4().hex
+
+    def body():  # chunked: the server learns the size only by reading
+        yield (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nfine-tune\r\n"
+               f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n"
+               "Content-Type: application/octet-stream\r\n\r\n").encode()
+        for _ in range(3 * LIMIT // len(MARV)):
+            yield MARV
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    response = httpx.post(f"{small_limit_server.base_url}/files", content=body(), timeout=60,
+                          headers={"Authorization": f"Bearer {TEST_KEY}",
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+    assert leftovers(small_limit_server) == []
+
+
+def test_an_upload_without_a_file_part_or_purpose_is_a_400(small_limit_server):
+    client = small_limit_server.client()
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="nonsense")
+    assert caught.value.body["param"] == "purpose"
+    response = httpx.post(f"{small_limit_server.base_url}/files", data={"purpose": "fine-tune"},
+                          files={"other": ("x.jsonl", b"{}")}, headers={"Authorization": f"Bearer {TEST_KEY}"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "file"
+    assert leftovers(small_limit_server) == []
