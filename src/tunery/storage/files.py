@@ -29,10 +29,8 @@ class FilesRepo:
             if purpose:
                 query = query.where(File.purpose == purpose)
             if after and (anchor := s.get(File, after)) is not None:
-                cmp = File.created_at < anchor.created_at if order == "desc" else File.created_at > anchor.created_at
-                query = query.where(cmp | ((File.created_at == anchor.created_at) &
-                                           ((File.id < after) if order == "desc" else (File.id > after))))
-            keys = (File.created_at.desc(), File.id.desc()) if order == "desc" else (File.created_at, File.id)
+                query = query.where(File.sort_key < anchor.sort_key if order == "desc" else File.sort_key > anchor.sort_key)
+            keys = (File.sort_key.desc(),) if order == "desc" else (File.sort_key,)
             return list(s.scalars(query.order_by(*keys).limit(limit)))
 
     def delete(self, file_id: str) -> None:

@@ -36,9 +36,8 @@ class JobsRepo:
             for key, value in (metadata or {}).items():
                 query = query.where(Job.metadata_[key].as_string() == value)
             if after and (anchor := s.get(Job, after)) is not None:
-                query = query.where((Job.created_at < anchor.created_at) |
-                                    ((Job.created_at == anchor.created_at) & (Job.id < after)))
-            return list(s.scalars(query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit)))
+                query = query.where(Job.sort_key < anchor.sort_key)
+            return list(s.scalars(query.order_by(Job.sort_key.desc()).limit(limit)))
 
     def count_active(self, org_id: str) -> int:
         with self.db.session() as s:
@@ -60,8 +59,7 @@ class JobsRepo:
         with self.db.session() as s:
             lease = Job.lease_expires_at
             free = lease.is_(None) | (lease < time.time())
-            candidate = s.scalar(select(Job).where(Job.status.in_(statuses), free)
-                                 .order_by(Job.created_at, Job.id).limit(1))
+            candidate = s.scalar(select(Job).where(Job.status.in_(statuses), free).order_by(Job.sort_key).limit(1))
             if candidate is None:
                 return None
             # Taken only if nobody changed it since we looked (another worker's claim would).

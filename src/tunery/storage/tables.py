@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -37,6 +38,7 @@ class File(Base):
     purpose: Mapped[str] = mapped_column(String(32))
     bytes: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(Integer, index=True)
+    sort_key: Mapped[float] = mapped_column(Float, index=True, default=time.time)  # creation order, below a second
     status: Mapped[str] = mapped_column(String(16), default="processed")
 
 
@@ -61,6 +63,7 @@ class Job(Base):
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     estimated_finish: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[int] = mapped_column(Integer, index=True)
+    sort_key: Mapped[float] = mapped_column(Float, index=True, default=time.time)  # creation order, below a second
     finished_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
