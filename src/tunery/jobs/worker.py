@@ -17,6 +17,7 @@ from tunery.data.formats import TOO_LONG
 from tunery.data.stats import token_stats
 from tunery.data.validate import Report, finish_report, load_examples
 from tunery.ids import new_id, now
+from tunery.integrations.wandb_run import WandbRuns
 from tunery.services.models import ModelsService
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo
@@ -150,11 +151,17 @@ class Worker:
         ))
         model_id = self._model_id(job)
         classify = self._classification(job, examples, valid)
+        wandb = WandbRuns(job.id, job.base_model, job.integrations, {
+            "hyperparameters": hp.as_api(), "learning_rate": hp.learning_rate, "model": job.model,
+            "base_model": job.base_model, "training_file": job.training_file, "validation_file": job.validation_file,
+            "suffix": job.suffix, "seed": job.seed, "training_examples": len(examples)},
+            self.blobs.integration_dir("wandb"))
         epoch_metrics: dict[int, dict] = {}  # step -> classification metrics, for the result CSV
         started = time.time()
 
         def on_step(m: StepMetrics) -> bool:
             self.jobs.add_event(job.id, _step_message(m), type="metrics", data=m.as_data())
+            wandb.log(m.as_data(), step=m.step)
             finish = int(time.time() + (time.time() - started) / m.step * (m.total_steps - m.step))
             return self._parent_alive() and self.jobs.heartbeat(
                 job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
@@ -166,6 +173,7 @@ class Worker:
                 # A message, not a metrics event: clients read train_loss from every metrics event.
                 self.jobs.add_event(job.id, f"Classification metrics at step {m.step}: {shown}",
                                     data={"step": m.step, **epoch_metrics[m.step]})
+                wandb.log(epoch_metrics[m.step], step=m.step)
             self._save_checkpoint(job, recipe, m, model_id)
 
         try:
@@ -174,9 +182,11 @@ class Worker:
             if result.stopped:
                 self._stop(job)
                 return
-            self._publish(job, result, model_id, hp.training_type, epoch_metrics)
+            self._publish(job, result, model_id, hp.training_type, epoch_metrics,
+                          before_done=lambda: wandb.finish({"fine_tuned_model": model_id}))
         finally:
             recipe.cleanup()
+            wandb.finish(exit_code=1)  # runs still open here ended without a model
 
     def _model_id(self, job: Job) -> str:
         org = self.orgs.get(job.organization_id)
@@ -237,7 +247,7 @@ class Worker:
         return lambda recipe: classification.evaluate(recipe, valid, classes, spec)
 
     def _publish(self, job: Job, result: SFTResult, model_id: str, training_type: str,
-                 epoch_metrics: dict[int, dict]) -> None:
+                 epoch_metrics: dict[int, dict], before_done=lambda: None) -> None:
         """The model is the last checkpoint (hard-linked, without its trainer state), and the
         step metrics become the job's result file."""
         last = self.models.checkpoints(job.id, limit=1)[0]
@@ -252,6 +262,7 @@ class Worker:
                                        base_model=job.base_model, job_id=job.id, training_type=training_type,
                                        created_at=now()))
         self.jobs.add_event(job.id, f"New fine-tuned model created: {model_id}")
+        before_done()  # what the job's integrations write is complete when it reads succeeded
         self.jobs.add_event(job.id, "The job has successfully completed")
         self.jobs.release(job.id, status="succeeded", fine_tuned_model=model_id, finished_at=now(),
                           trained_tokens=result.trained_tokens, estimated_finish=None, result_files=[results.id])

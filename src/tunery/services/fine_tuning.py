@@ -9,6 +9,7 @@ from typing import Any
 
 from tunery.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from tunery.ids import new_id, now
+from tunery.integrations.wandb_run import IntegrationError, check_integrations
 from tunery.protocol.fine_tuning import (
     CheckpointMetrics,
     CreateJobRequest,
@@ -71,8 +72,10 @@ class JobsService:
         if self.repo.count_active(org_id) >= MAX_ACTIVE_JOBS:
             raise RateLimited(f"This organization already has {MAX_ACTIVE_JOBS} jobs validating, queued or running; "
                               "wait for one to finish.", code="rate_limit_exceeded")
-        if request.integrations:
-            raise InvalidRequest("Integrations (Weights & Biases) are not available yet.", param="integrations")
+        try:
+            check_integrations(request.integrations)
+        except IntegrationError as exc:
+            raise InvalidRequest(str(exc), param="integrations") from None
         hyperparameters = _requested_hyperparameters(request)
         if parent.training_type is not None:  # continuing a fine-tuned model: in kind, by default
             if hyperparameters["training_type"] is None:

@@ -51,6 +51,10 @@ class BlobStore:
     def checkpoint_dir(self, job_id: str, step: int) -> Path:
         return self.root / "checkpoints" / job_id / f"step-{step}"
 
+    def integration_dir(self, name: str) -> Path:
+        """Where an integration keeps its local files (W&B runs, offline ones included)."""
+        return self.root / name
+
     def delete_dir(self, path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 

@@ -1,0 +1,1 @@
+"""Third-party integrations of fine-tuning jobs (Weights & Biases)."""
