@@ -45,7 +45,7 @@ def test_fine_tune_files_must_be_jsonl(client):
     ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
     ({"method": {"type": "dpo"}}, "method.type"),
     ({"training_file": "file-doesnotexist"}, "training_file"),
-    ({"integrations": [{"type": "wandb", "wandb": {"project": "p"}}]}, "integrations"),
+    ({"integrations": [{"type": "slack"}]}, "integrations"),
 ])
 def test_bad_job_parameters_are_refused_naming_the_param(client, overrides, param):
     training_file = upload(client).id
