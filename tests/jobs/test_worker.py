@@ -99,19 +99,26 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     assert not worker.blobs.checkpoint_dir(job.id, 12).parent.exists()
 
 
-def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
-    container, worker, org, training_file = setup
-    job = create_job(container, org, training_file, n_epochs=50)
+def orphan_worker_once(worker, job, reached) -> None:
+    """Validate the job, start training it, and once reached() holds, make the worker's parent
+    vanish (as when `tunery serve` stops) and wait for the worker to give up."""
     worker.run_once()  # validated
     worker.parent_pid = os.getppid()
     thread = threading.Thread(target=worker.run_once)
     thread.start()
     deadline = time.time() + 60
-    while container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type != "metrics":
-        assert time.time() < deadline, "training never started"
+    while not reached():
+        assert time.time() < deadline, f"{job.id} never got there"
         time.sleep(0.05)
-    worker.parent_pid = -1  # as if `tunery serve` had gone away
+    worker.parent_pid = -1
     thread.join(timeout=60)
+    worker.parent_pid = None
+
+
+def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
+    container, worker, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=50)
+    orphan_worker_once(worker, job, lambda: container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type == "metrics")
     requeued = container.jobs.retrieve(org.id, job.id)
     assert requeued.status == "queued" and requeued.fine_tuned_model is None
     assert worker.jobs.claim(("queued",), "running", "next-worker", 60).id == job.id
@@ -120,17 +127,7 @@ def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
 def test_a_job_started_again_after_its_worker_stopped_trains_to_the_end(setup):
     container, worker, org, training_file = setup
     job = create_job(container, org, training_file, n_epochs=3)
-    worker.run_once()  # validated
-    worker.parent_pid = os.getppid()
-    thread = threading.Thread(target=worker.run_once)
-    thread.start()
-    deadline = time.time() + 60
-    while not container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0]:  # an epoch's checkpoint exists
-        assert time.time() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
-    worker.parent_pid = -1
-    thread.join(timeout=60)
-    worker.parent_pid = None
+    orphan_worker_once(worker, job, lambda: container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0])
     assert container.jobs.retrieve(org.id, job.id).status == "queued"
     assert worker.run_once()  # trains again from the start
     done = container.jobs.retrieve(org.id, job.id)
