@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 
 import httpx
+import openai
+import pytest
 from openai.types import FileDeleted, FileObject, Model
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
@@ -57,3 +59,17 @@ def test_every_object_validates_against_the_sdk_types(client):
                            headers={"Authorization": f"Bearer {client.api_key}"}).json()
     FileDeleted.model_validate(deleted)
     assert deleted == {"id": file.id, "object": "file", "deleted": True}
+
+
+def test_cancelling_a_finished_job_is_a_conflict_and_a_queued_one_is_cancelled(client):
+    file = client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="fine-tune")
+    done = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model=TINY_MODEL, training_file=file.id, hyperparameters={"n_epochs": 1, "batch_size": 12}).id)
+    with pytest.raises(openai.ConflictError) as caught:
+        client.fine_tuning.jobs.cancel(done.id)
+    assert caught.value.body["param"] == "fine_tuning_job_id"
+    assert client.fine_tuning.jobs.retrieve(done.id).status == "succeeded"  # nothing changed
+    waiting = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=file.id)
+    cancelled = client.fine_tuning.jobs.cancel(waiting.id)
+    assert cancelled.status in ("cancelled", "running")  # a running job stops within one step
+    assert wait_until_finished(client, waiting.id).status == "cancelled"
