@@ -19,13 +19,17 @@ EXAMPLES = [{"messages": [{"role": "user", "content": color}, {"role": "assistan
             for color, fruit in PAIRS] * 3
 
 
-def train(tiny_model_dir, on_step=lambda m: True, **overrides):
+def train(tiny_model_dir, on_step=lambda m: True, examples=EXAMPLES, **overrides):
     config = SFTConfig(base_model=str(tiny_model_dir), n_epochs=15, batch_size=4, learning_rate=1e-2, seed=7)
     for key, value in overrides.items():
         setattr(config, key, value)
     recipe = SFTRecipe(config)
-    recipe.setup(EXAMPLES)
+    recipe.setup(examples)
     return recipe, recipe.train(on_step)
+
+
+def mean_loss(recipe, batch):
+    return recipe._loss_sum(batch)[0] / batch.loss_weight()
 
 
 def answer(model, tokenizer, color: str) -> str:
@@ -79,8 +83,8 @@ def test_a_packed_batch_gives_the_loss_of_its_examples_apart(tiny_model_dir):
     recipe.setup(EXAMPLES[:4])
     examples = recipe.examples[:4]
     with torch.no_grad():
-        packed, _, _ = recipe._loss(pack(examples, recipe.pad_id))
-        apart = [recipe._loss(pack([e], recipe.pad_id))[0].item() for e in examples]
+        packed = mean_loss(recipe, pack(examples, recipe.pad_id))
+        apart = [mean_loss(recipe, pack([e], recipe.pad_id)).item() for e in examples]
     sizes = [e.trained_tokens for e in examples]
     expected = sum(loss * n for loss, n in zip(apart, sizes)) / sum(sizes)
     assert packed.item() == pytest.approx(expected, rel=1e-5)
@@ -93,7 +97,8 @@ def test_loss_at_trained_positions_equals_the_full_logits_loss(tiny_model_dir):
     example = recipe.examples[0]
     ids, labels = torch.tensor([example.input_ids]), torch.tensor([example.labels])
     with torch.no_grad():
-        ours, correct, counted = recipe._loss(pack([example], recipe.pad_id))
+        batch = pack([example], recipe.pad_id)
+        ours, counted = mean_loss(recipe, batch), recipe._loss_sum(batch)[2]
         logits = recipe.model(input_ids=ids).logits
         reference = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:], ignore_index=-100)
     assert ours.item() == pytest.approx(reference.item(), rel=1e-5)

@@ -4,6 +4,7 @@ A fine-tuned model saved with full weights is loaded as a model of its own."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ class Engine:
         if adapter is None:
             scope = model.disable_adapter() if base in self._adapters else nullcontext()
             return model, self._tokenizers[base], scope
-        name = adapter.name
+        name = _adapter_name(adapter)
         loaded = self._adapters.setdefault(base, set())
         if name not in loaded:
             from peft import PeftModel
@@ -110,7 +111,8 @@ class Engine:
         input_ids = torch.tensor([prompt], device=self.device)
         with torch.inference_mode():
             output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_tokens,
-                                    pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, top_k=None, **kwargs)
+                                    pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None
+                                    else tokenizer.pad_token_id, top_k=None, **kwargs)
         new = output[0, len(prompt):].tolist()
         eos = tokenizer.eos_token_id
         ended = eos in new
@@ -121,3 +123,9 @@ class Engine:
         if cut != -1:
             text, ended = text[:cut], True
         return Generation(text, "stop" if ended else "length", len(prompt), len(new))
+
+
+def _adapter_name(folder: Path) -> str:
+    """A name for PEFT unique to the adapter's folder: folders' own names repeat (every job has a
+    checkpoints/<job>/step-12), and PEFT names may not hold dots."""
+    return "adapter_" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]

@@ -1,4 +1,4 @@
-"""Shapes shared by every resource: lists and the error envelope."""
+"""Shapes shared by every resource: lists (the error envelope is TuneryError.envelope())."""
 
 from __future__ import annotations
 
@@ -13,14 +13,3 @@ class ListResponse(BaseModel, Generic[T]):
     object: Literal["list"] = "list"
     data: list[T]
     has_more: bool = False
-
-
-class ErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail

@@ -188,11 +188,6 @@ class SFTRecipe:
         self.optimizer.zero_grad(set_to_none=True)
         return loss_sum / float(total), correct / max(1, counted)
 
-    def _loss(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
-        """Weighted mean loss over the batch, and correct / counted next-token predictions."""
-        loss_sum, correct, counted = self._loss_sum(batch)
-        return loss_sum / batch.loss_weight(), correct, counted
-
     def _loss_sum(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
         """Weighted sum of token losses, and correct / counted predictions at full weight."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
