@@ -76,6 +76,29 @@ def test_stop_request_ends_training_after_that_step(tiny_model_dir):
     assert result.stopped and result.steps == 2
 
 
+@pytest.mark.parametrize("training_type, learning_rate, stop_at", [
+    ("lora", 1e-2, 5),  # mid-epoch (3 steps an epoch)
+    ("lora", 1e-2, 3),  # at an epoch's end
+    ("full", 3e-3, 4),
+])
+def test_a_run_resumed_from_its_checkpoint_matches_one_that_never_stopped(tiny_model_dir, tmp_path, training_type,
+                                                                          learning_rate, stop_at):
+    options = dict(n_epochs=3, training_type=training_type, learning_rate=learning_rate)
+    _, straight = train(tiny_model_dir, **options)
+    recipe, stopped = train(tiny_model_dir, on_step=lambda m: m.step < stop_at, **options)
+    assert stopped.stopped and stopped.steps == stop_at
+    recipe.save_checkpoint(tmp_path, stopped.history[-1])
+    recipe.cleanup()
+
+    config = SFTConfig(base_model=str(tiny_model_dir), batch_size=4, seed=7, resume_from=str(tmp_path), **options)
+    resumed = SFTRecipe(config)
+    resumed.setup(EXAMPLES)
+    result = resumed.train(lambda m: True)
+    assert [m.step for m in result.history] == list(range(1, 10))
+    assert [m.train_loss for m in result.history] == pytest.approx([m.train_loss for m in straight.history], rel=1e-5)
+    assert result.trained_tokens == straight.trained_tokens and not result.stopped
+
+
 def test_a_packed_batch_gives_the_loss_of_its_examples_apart(tiny_model_dir):
     """Packing keeps attention inside each example and positions restarting: the packed loss is
     the token-weighted mean of the examples' own losses."""

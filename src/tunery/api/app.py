@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunery import __version__
 from tunery.api.routes import chat, completions, files, fine_tuning, models
@@ -32,7 +33,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(TuneryError, _tunery_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_middleware(FaultBarrier)
     return app
 
 
@@ -54,8 +55,31 @@ def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return JSONResponse(error.envelope(), status_code=exc.status_code)
 
 
-def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = f"req_{uuid.uuid4().hex}"
-    log.exception("request %s %s %s failed", request_id, request.method, request.url.path)
-    error = TuneryError(f"The server had an error while processing your request (request id {request_id}).")
-    return JSONResponse(error.envelope(), status_code=500, headers={"x-request-id": request_id})
+class FaultBarrier:
+    """A fault of ours (any other exception) answers 500 in the envelope, naming a request id
+    that the log line with its traceback also carries. A pure ASGI middleware, not an exception
+    handler: Starlette re-raises after those, and the server then drops the connection."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracked)
+        except Exception as exc:
+            request_id = f"req_{uuid.uuid4().hex}"
+            log.error("request %s %s %s failed", request_id, scope["method"], scope["path"], exc_info=exc)
+            if started:  # too late for an error response: the client sees the connection end
+                raise
+            error = TuneryError(f"The server had an error while processing your request (request id {request_id}).")
+            await JSONResponse(error.envelope(), status_code=500, headers={"x-request-id": request_id})(scope, receive, send)

@@ -43,7 +43,8 @@ class WandbRuns:
     """The W&B runs of one job (one per wandb integration it names)."""
 
     def __init__(self, job_id: str, base_model: str, integrations: list[dict[str, Any]] | None,
-                 config: dict[str, Any], folder: Path):
+                 config: dict[str, Any], folder: Path, *, resume: bool = False):
+        """resume: the job goes on from a checkpoint, and its runs go on where they stopped."""
         self.runs = []
         specs = [i["wandb"] for i in integrations or [] if i.get("type") == "wandb"]
         if not specs:
@@ -54,7 +55,8 @@ class WandbRuns:
         for spec in specs:
             tags = list(dict.fromkeys([job_id, base_model, "fine-tuning", *(spec.get("tags") or [])]))
             self.runs.append(wandb.init(project=spec["project"], entity=spec.get("entity"), name=spec.get("name") or job_id,
-                                        id=job_id, tags=tags, config=config, dir=str(folder), reinit="create_new"))
+                                        id=job_id, tags=tags, config=config, dir=str(folder), reinit="create_new",
+                                        resume="allow" if resume else None))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         for run in self.runs:

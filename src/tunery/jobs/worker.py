@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 import traceback
+from pathlib import Path
 
 from tunery.catalog import EMBEDDED_MODEL, Catalog
 from tunery.config import Settings
@@ -27,7 +28,7 @@ from tunery.storage.orgs import OrgsRepo
 from tunery.storage.tables import Checkpoint, File, FineTunedModel, Job
 from tunery.training.hyperparameters import resolve
 from tunery.training import classification
-from tunery.training.checkpoints import TRAINER_STATE
+from tunery.training.checkpoints import TRAINER_STATE, read_manifest
 from tunery.training.classification import PREFIX, ClassificationError, ClassificationSpec
 from tunery.training.results import RESULTS_FILENAME, results_csv
 from tunery.training.sft import SFTConfig, SFTRecipe, SFTResult, StepMetrics
@@ -59,6 +60,7 @@ class Worker:
         self.files = FilesRepo(self.db)
         self.models = ModelsRepo(self.db)
         self.orgs = OrgsRepo(self.db)
+        self.model_service = ModelsService(self.catalog, self.models)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def warm_up(self) -> None:
@@ -132,22 +134,23 @@ class Worker:
 
     # queued -> running -> succeeded | cancelled --------------------------------------------------
     def _train(self, job: Job) -> None:
-        earlier = self.models.checkpoints(job.id)
-        if earlier:  # a worker stopped mid-job: it starts over (resuming comes with pause/resume)
-            self.models.delete_checkpoints([row.id for row in earlier])
-            self.blobs.delete_job_artefacts(job.id)
-        self.jobs.add_event(job.id, "Fine-tuning job started")
+        resume_from = self._resume_point(job)
+        if resume_from is None:
+            self.jobs.add_event(job.id, "Fine-tuning job started")
+        else:
+            self.jobs.add_event(job.id, f"Fine-tuning job continues from its checkpoint at step {resume_from[1]}")
         examples = load_examples(self.blobs.file_path(job.training_file))
         valid = load_examples(self.blobs.file_path(job.validation_file)) if job.validation_file else None
         hp = resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model))
         self.jobs.update(job.id, hyperparameters=hp.as_api())
-        start = ModelsService(self.catalog, self.models).resolve(job.organization_id, job.model)
+        start = self.model_service.resolve(job.organization_id, job.model)
         adapter = start.adapter_path if start.training_type == "lora" else None
         weights = start.adapter_path if start.training_type == "full" else start.base_path
         recipe = SFTRecipe(SFTConfig(
             base_model=str(weights), init_adapter=str(adapter) if adapter else None, n_epochs=hp.n_epochs,
             batch_size=hp.batch_size, learning_rate=hp.learning_rate, training_type=hp.training_type, seed=job.seed,
             prompt_loss_weight=hp.prompt_loss_weight, device=self.settings.device,
+            resume_from=str(resume_from[0]) if resume_from else None,
         ))
         model_id = self._model_id(job)
         classify = self._classification(job, examples, valid)
@@ -155,14 +158,16 @@ class Worker:
             "hyperparameters": hp.as_api(), "learning_rate": hp.learning_rate, "model": job.model,
             "base_model": job.base_model, "training_file": job.training_file, "validation_file": job.validation_file,
             "suffix": job.suffix, "seed": job.seed, "training_examples": len(examples)},
-            self.blobs.integration_dir("wandb"))
-        epoch_metrics: dict[int, dict] = {}  # step -> classification metrics, for the result CSV
-        started = time.time()
+            self.blobs.integration_dir("wandb"), resume=resume_from is not None)
+        # step -> classification metrics, for the result CSV (a resumed job's earlier ones from its events)
+        epoch_metrics = self._classification_metrics(job, resume_from[1]) if resume_from else {}
+        started, first_step = time.time(), resume_from[1] if resume_from else 0
 
         def on_step(m: StepMetrics) -> bool:
             self.jobs.add_event(job.id, _step_message(m), type="metrics", data=m.as_data())
             wandb.log(m.as_data(), step=m.step)
-            finish = int(time.time() + (time.time() - started) / m.step * (m.total_steps - m.step))
+            per_step = (time.time() - started) / (m.step - first_step)
+            finish = int(time.time() + per_step * (m.total_steps - m.step))
             return self._parent_alive() and self.jobs.heartbeat(
                 job.id, self.worker_id, self.settings.job_lease_seconds, estimated_finish=finish)
 
@@ -180,7 +185,7 @@ class Worker:
             recipe.setup(examples, valid)
             result = recipe.train(on_step, on_epoch_end)
             if result.stopped:
-                self._stop(job)
+                self._stop(job, lambda: self._save_checkpoint(job, recipe, result.history[-1], model_id))
                 return
             self._publish(job, result, model_id, hp.training_type, epoch_metrics,
                           before_done=lambda: wandb.finish({"fine_tuned_model": model_id}))
@@ -194,7 +199,11 @@ class Worker:
 
     def _save_checkpoint(self, job: Job, recipe: SFTRecipe, m: StepMetrics, model_id: str) -> None:
         """Written aside and renamed into place; only the last KEPT_CHECKPOINTS stay, and only the
-        newest keeps the trainer state (what resuming needs)."""
+        newest keeps the trainer state (what resuming needs). A step has one checkpoint: a job
+        paused at an epoch's end keeps that epoch's."""
+        newest = self.models.checkpoints(job.id, limit=1)
+        if newest and newest[0].step_number == m.step:
+            return
         with self.blobs.staging_dir() as staged:
             recipe.save_checkpoint(staged, m)
             self.blobs.publish_dir(staged, self.blobs.checkpoint_dir(job.id, m.step))
@@ -210,20 +219,56 @@ class Worker:
             self.blobs.delete_dir(self.blobs.checkpoint_dir(job.id, row.step_number))
         self.jobs.add_event(job.id, f"Checkpoint created at step {m.step}")
 
-    def _stop(self, job: Job) -> None:
-        """Training stopped early: cancelled (its checkpoints go too), or this worker is going
-        away (the job goes back to the queue), or another worker took the job over after our
-        lease ran out (it is theirs)."""
-        current = self.jobs.get(None, job.id)
-        if current is None or current.worker_id != self.worker_id:
-            return
-        if current.cancel_requested:
-            self.models.delete_checkpoints([row.id for row in self.models.checkpoints(job.id)])
-            self.blobs.delete_job_artefacts(job.id)
-            self.jobs.add_event(job.id, "Fine-tuning job cancelled")
-            self.jobs.release(job.id, status="cancelled", finished_at=now(), estimated_finish=None)
-        elif self.jobs.release(job.id, only_if_status="running", status="queued", estimated_finish=None):
-            self.jobs.add_event(job.id, "The worker stopped; the job is queued to start again", level="warn")
+    def _stop(self, job: Job, save_checkpoint) -> None:
+        """Training stopped before its end. Cancelled: its checkpoints go too. Paused, resumed
+        meanwhile, or this worker going away: a checkpoint of this step is saved to go on from,
+        and the job stays paused or goes back to the queue. Another worker took the job over
+        after our lease ran out: it is theirs, and nothing is touched."""
+        saved = False
+        while (current := self.jobs.get(None, job.id)) is not None and current.worker_id == self.worker_id:
+            if current.cancel_requested or current.status == "cancelled":
+                self.model_service.discard_job_artefacts(job.id)
+                self.jobs.add_event(job.id, "Fine-tuning job cancelled")
+                self.jobs.release(job.id, status="cancelled", finished_at=now(), estimated_finish=None)
+                return
+            if not saved:
+                save_checkpoint()
+                saved = True
+                continue  # the job may have changed while the checkpoint was written
+            status = "queued" if current.status == "running" else current.status
+            if self.jobs.release(job.id, only_if_status=current.status, only_if_not_cancelling=True,
+                                 status=status, estimated_finish=None):
+                step = self.models.checkpoints(job.id, limit=1)[0].step_number
+                if status == "paused":
+                    self.jobs.add_event(job.id, f"Fine-tuning job paused at step {step}; resuming continues from there")
+                elif current.status == "running":
+                    self.jobs.add_event(job.id, f"The worker stopped at step {step}; the job is queued to go on "
+                                        "from there", level="warn")
+                return
+
+    def _resume_point(self, job: Job) -> tuple[Path, int] | None:
+        """The newest checkpoint's folder and step when it holds the trainer state to go on from;
+        otherwise whatever checkpoints there are go, and the job starts over."""
+        newest = self.models.checkpoints(job.id, limit=1)
+        if newest:
+            folder = self.blobs.checkpoint_dir(job.id, newest[0].step_number)
+            try:
+                read_manifest(folder)
+                if (folder / TRAINER_STATE).exists():
+                    return folder, newest[0].step_number
+            except ValueError:
+                pass
+            self.model_service.discard_job_artefacts(job.id)
+        return None
+
+    def _classification_metrics(self, job: Job, up_to_step: int) -> dict[int, dict]:
+        """The classification metrics a job logged before it stopped, by step."""
+        found = {}
+        for event in self.jobs.events(job.id, limit=1_000_000):
+            data = event.data or {}
+            if any(key.startswith(PREFIX) for key in data) and data.get("step", up_to_step + 1) <= up_to_step:
+                found[data["step"]] = {k: v for k, v in data.items() if k.startswith(PREFIX)}
+        return found
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid

@@ -6,7 +6,8 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-JobStatus = Literal["validating_files", "queued", "running", "succeeded", "failed", "cancelled"]
+# "paused" is what OpenAI's service reports for a paused job; the SDK's Literal lacks it.
+JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
 Auto = Literal["auto"]
 
 

@@ -1,5 +1,10 @@
 """Fine-tuning jobs: create (every parameter checked before anything is stored), list, retrieve,
-cancel, events. The worker process does the rest through the queue in the database."""
+cancel, pause, resume, events, checkpoints. The worker process does the rest through the queue
+in the database: a job a worker holds is asked to stop (cancel_requested, or status paused) and
+its worker acts on it within one step; a job nobody holds changes at once.
+
+A paused job reads status "paused", as OpenAI's service reports it (the SDK's status Literal
+does not list it, and the SDK does not validate responses, so clients see the string)."""
 
 from __future__ import annotations
 
@@ -109,11 +114,42 @@ class JobsService:
         row = self._row(org_id, job_id)
         if row.status in FINISHED:
             raise Conflict(f"Job {job_id} is {row.status} and cannot be cancelled.", param="fine_tuning_job_id")
-        if row.status == "running":
-            self.repo.update(job_id, cancel_requested=True)  # the worker stops within one step
-        else:
+        # A validating worker writes nothing and leaves a cancelled job as it is; a training one
+        # owns checkpoints, so it is asked, and drops them as it stops.
+        held = row.worker_id is not None and row.status != "validating_files"
+        if not (held and self.repo.update(job_id, only_if_held=True, cancel_requested=True)):
+            self.models.discard_job_artefacts(job_id)  # a paused job's checkpoints
             self.repo.add_event(job_id, "Fine-tuning job cancelled")
-            self.repo.release(job_id, status="cancelled", finished_at=now(), cancel_requested=True)
+            self.repo.release(job_id, status="cancelled", finished_at=now(), estimated_finish=None,
+                              cancel_requested=True)
+        return to_object(self._row(org_id, job_id))
+
+    def pause(self, org_id: str, job_id: str) -> FineTuningJob:
+        """A job validating or queued pauses at once; a running one after its current step, once
+        its worker has saved a checkpoint to resume from. Pausing a paused job changes nothing."""
+        while (row := self._row(org_id, job_id)).status != "paused":
+            if row.status in FINISHED:
+                raise Conflict(f"Job {job_id} is {row.status} and cannot be paused.", param="fine_tuning_job_id")
+            if row.cancel_requested:
+                raise Conflict(f"Job {job_id} is being cancelled.", param="fine_tuning_job_id")
+            if row.status == "validating_files":  # its validator writes nothing: it is let go, as on cancel
+                paused = self.repo.release(job_id, only_if_status=row.status, status="paused",
+                                           resume_status="validating_files")
+            else:
+                paused = self.repo.update(job_id, only_if_status=row.status, only_if_not_cancelling=True,
+                                          status="paused", resume_status="queued", estimated_finish=None)
+            if paused and (row.worker_id is None or row.status == "validating_files"):
+                self.repo.add_event(job_id, "Fine-tuning job paused")  # else its worker says so once stopped
+        return to_object(row)
+
+    def resume(self, org_id: str, job_id: str) -> FineTuningJob:
+        """Back where it was paused: training goes on from the job's latest checkpoint."""
+        row = self._row(org_id, job_id)
+        back_to = row.resume_status or "queued"
+        if row.status != "paused" or not self.repo.update(job_id, only_if_status="paused", status=back_to):
+            raise Conflict(f"Job {job_id} is {self._row(org_id, job_id).status}, not paused; only a paused job "
+                           "can be resumed.", param="fine_tuning_job_id")
+        self.repo.add_event(job_id, "Fine-tuning job resumed")
         return to_object(self._row(org_id, job_id))
 
     def events(self, org_id: str, job_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJobEvent], bool]:

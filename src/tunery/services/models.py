@@ -62,6 +62,11 @@ class ModelsService:
         self.catalog.blobs.delete_dir(self.catalog.blobs.model_dir(row.job_id))
         return ModelDeleted(id=model_id, deleted=True)
 
+    def discard_job_artefacts(self, job_id: str) -> None:
+        """A cancelled job's checkpoints (rows and weights); it leaves no model behind."""
+        self.repo.delete_checkpoints([row.id for row in self.repo.checkpoints(job_id)])
+        self.catalog.blobs.delete_job_artefacts(job_id)
+
     def is_base(self, model_id: str) -> bool:
         return self.catalog.exists(model_id)
 

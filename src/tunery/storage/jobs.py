@@ -44,12 +44,18 @@ class JobsRepo:
             return s.scalar(select(func.count()).select_from(Job).where(
                 Job.organization_id == org_id, Job.status.in_(("validating_files", "queued", "running"))))
 
-    def update(self, job_id: str, *, only_if_status: str | None = None, **fields: Any) -> bool:
-        """Set fields; with only_if_status, only while the job is still in that status."""
+    def update(self, job_id: str, *, only_if_status: str | None = None, only_if_held: bool | None = None,
+               only_if_not_cancelling: bool = False, **fields: Any) -> bool:
+        """Set fields, only while the job still is as the caller saw it: in only_if_status, held
+        by a worker or not (only_if_held), with no cancel asked (only_if_not_cancelling)."""
         with self.db.session() as s:
             query = update(Job).where(Job.id == job_id)
             if only_if_status is not None:
                 query = query.where(Job.status == only_if_status)
+            if only_if_held is not None:
+                query = query.where(Job.worker_id.is_not(None) if only_if_held else Job.worker_id.is_(None))
+            if only_if_not_cancelling:
+                query = query.where(Job.cancel_requested.is_not(True))
             return s.execute(query.values(**fields)).rowcount == 1
 
     def claim(self, statuses: tuple[str, ...], new_status: str, worker_id: str,
@@ -72,17 +78,20 @@ class JobsRepo:
                 return None
         return self.get(None, candidate.id)
 
-    def release(self, job_id: str, *, only_if_status: str | None = None, **fields: Any) -> bool:
+    def release(self, job_id: str, *, only_if_status: str | None = None, only_if_not_cancelling: bool = False,
+                **fields: Any) -> bool:
         """Hand the job back to the queue (or finish it): no worker, no lease."""
-        return self.update(job_id, only_if_status=only_if_status, worker_id=None, lease_expires_at=None, **fields)
+        return self.update(job_id, only_if_status=only_if_status, only_if_not_cancelling=only_if_not_cancelling,
+                           worker_id=None, lease_expires_at=None, **fields)
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float, **fields: Any) -> bool:
-        """Extend the lease; False when the job is no longer this worker's (or cancel was asked)."""
+        """Extend the lease; False when the job should stop: it is no longer this worker's, or
+        no longer running (paused), or cancel was asked."""
         with self.db.session() as s:
             done = s.execute(update(Job).where(Job.id == job_id, Job.worker_id == worker_id)
                              .values(lease_expires_at=time.time() + lease_seconds, **fields))
             row = s.get(Job, job_id)
-            return done.rowcount == 1 and not row.cancel_requested
+            return done.rowcount == 1 and row.status == "running" and not row.cancel_requested
 
     # events ----------------------------------------------------------------------------------
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",

@@ -68,6 +68,7 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    resume_status: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a paused job's status to return to
     # The legacy API's classification metrics: {n_classes, positive_class, betas}, or None.
     classification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 

@@ -38,6 +38,7 @@ class SFTConfig:
     learning_rate: float  # peak learning rate (after warm-up)
     training_type: str = "lora"  # "lora" (adapter on frozen weights) or "full" (every weight)
     init_adapter: str | None = None  # continue from this LoRA adapter (a fine-tuned model's folder)
+    resume_from: str | None = None  # a checkpoint folder with trainer state: go on from where it stopped
     seed: int = 0  # shuffling, LoRA initialisation and dropout
     lora_rank: int = 16  # rank of each LoRA update matrix
     lora_alpha: int = 32  # LoRA scale is alpha / rank
@@ -101,7 +102,9 @@ class SFTRecipe:
         self.device = _pick_device(cfg.device)
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
-        model = AutoModelForCausalLM.from_pretrained(cfg.base_model, dtype=dtype)
+        # A full checkpoint holds every weight; a LoRA one holds the adapter to put on the base.
+        resumed_full = cfg.resume_from is not None and cfg.training_type == "full"
+        model = AutoModelForCausalLM.from_pretrained(cfg.resume_from if resumed_full else cfg.base_model, dtype=dtype)
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
         self.examples = self._render(examples, max_length)
         self.valid_examples = self._render(valid_examples or [], max_length)
@@ -119,6 +122,11 @@ class SFTRecipe:
         )
         self.order = random.Random(cfg.seed)
         self.valid_cursor = 0
+        # Where training stands: the epoch under way, its shuffled order and the next batch's start.
+        self.epoch, self.epoch_order, self.next_start = 1, None, 0
+        self.result = SFTResult()
+        if cfg.resume_from is not None:
+            self._restore(Path(cfg.resume_from) / TRAINER_STATE)
 
     def _render(self, examples: list[dict[str, Any]], max_length: int) -> list[Rendered]:
         return [render_example(self.tokenizer, e, max_length=max_length, prompt_loss_weight=self.config.prompt_loss_weight)
@@ -126,6 +134,12 @@ class SFTRecipe:
 
     def _trainable(self, model):
         cfg = self.config
+        if cfg.resume_from is not None:
+            if cfg.training_type == "full":
+                return model  # loaded from the checkpoint
+            from peft import PeftModel
+
+            return PeftModel.from_pretrained(model, cfg.resume_from, is_trainable=True)
         if cfg.init_adapter:
             from peft import PeftModel
 
@@ -146,29 +160,41 @@ class SFTRecipe:
 
     # train -----------------------------------------------------------------------------------
     def train(self, on_step: OnStep, on_epoch_end: OnEpochEnd | None = None) -> SFTResult:
+        """Train to the end, or until on_step asks to stop; a recipe set up with resume_from
+        goes on from the step its checkpoint was saved at, in the same order of examples."""
         cfg = self.config
-        result = SFTResult()
+        result = self.result
+        result.stopped = False
         self.model.train()
-        for epoch in range(1, cfg.n_epochs + 1):
-            indices = list(range(len(self.examples)))
-            self.order.shuffle(indices)
-            for start in range(0, len(indices), cfg.batch_size):
+        for epoch in range(self.epoch, cfg.n_epochs + 1):
+            self.epoch = epoch
+            if self.epoch_order is None:
+                self.epoch_order = list(range(len(self.examples)))
+                self.order.shuffle(self.epoch_order)
+                self.next_start = 0
+            indices = self.epoch_order
+            while self.next_start < len(indices):
+                start = self.next_start
                 batch = pack([self.examples[i] for i in indices[start:start + cfg.batch_size]], self.pad_id)
                 loss, accuracy = self._step(batch.to(self.device))
+                self.next_start = start + cfg.batch_size
                 result.steps += 1
                 result.trained_tokens += batch.tokens
                 metrics = StepMetrics(result.steps, self.total_steps, epoch, loss, accuracy)
                 if self.valid_examples and result.steps % self.eval_every == 0:
                     metrics.valid_loss, metrics.valid_mean_token_accuracy = self._valid_mini_batch()
-                last_of_epoch = start + cfg.batch_size >= len(indices)
+                last_of_epoch = self.next_start >= len(indices)
                 if self.valid_examples and last_of_epoch:
                     metrics.full_valid_loss, metrics.full_valid_mean_token_accuracy = self.evaluate(self.valid_examples)
                 result.history.append(metrics)
-                if not on_step(metrics):
+                go_on = on_step(metrics)
+                if last_of_epoch:
+                    self.epoch, self.epoch_order = epoch + 1, None  # what a checkpoint saved now resumes from
+                    if on_epoch_end is not None:
+                        on_epoch_end(metrics)  # an epoch's checkpoint is written even when stopping here
+                if not go_on:
                     result.stopped = True
                     return result
-                if last_of_epoch and on_epoch_end is not None:
-                    on_epoch_end(metrics)
         return result
 
     def _step(self, batch: Batch) -> tuple[float, float]:
@@ -251,9 +277,23 @@ class SFTRecipe:
         (folder / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.config), "metrics": metrics.as_data()}, indent=2))
         if with_state:
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                        "step": metrics.step, "epoch": metrics.epoch, "order": self.order.getstate(),
-                        "torch_rng": torch.get_rng_state()}, folder / TRAINER_STATE)
+                        "epoch": self.epoch, "epoch_order": self.epoch_order, "next_start": self.next_start,
+                        "order": self.order.getstate(), "torch_rng": torch.get_rng_state(),
+                        "valid_cursor": self.valid_cursor, "steps": self.result.steps,
+                        "trained_tokens": self.result.trained_tokens,
+                        "history": [asdict(m) for m in self.result.history]}, folder / TRAINER_STATE)
         write_manifest(folder, step=metrics.step, epoch=metrics.epoch, training_type=self.config.training_type)
+
+    def _restore(self, path: Path) -> None:
+        state = torch.load(path, weights_only=False)  # our own file, written by save_checkpoint
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.epoch_order, self.next_start = state["epoch"], state["epoch_order"], state["next_start"]
+        self.order.setstate(state["order"])
+        torch.set_rng_state(state["torch_rng"])
+        self.valid_cursor = state["valid_cursor"]
+        self.result = SFTResult(steps=state["steps"], trained_tokens=state["trained_tokens"],
+                                history=[StepMetrics(**m) for m in state["history"]])
 
     # cleanup ---------------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -40,6 +40,16 @@ def cancel(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
     return c.jobs.cancel(org.id, job_id)
 
 
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+def pause(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
+    return c.jobs.pause(org.id, job_id)
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+def resume(c: ContainerDep, org: OrgDep, job_id: str) -> FineTuningJob:
+    return c.jobs.resume(org.id, job_id)
+
+
 @router.get("/fine_tuning/jobs/{job_id}/events")
 def events(c: ContainerDep, org: OrgDep, job_id: str, limit: Limit = 20,
            after: str | None = None) -> ListResponse[FineTuningJobEvent]:
