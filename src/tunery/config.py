@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file, unless TUNERY_MAX_UPLOAD_BYTES says otherwise
+MODEL_CACHE_MB = 2048  # fine-tuned weights kept in memory for serving, unless TUNERY_MODEL_CACHE_MB says otherwise
 
 
 class Settings(BaseSettings):
@@ -23,6 +24,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = MAX_UPLOAD_BYTES  # refused with 413 while the upload streams in
     warm_up: bool = True  # convert the embedded model when a worker starts, not at the first job
     job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
+    inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16"
+    model_cache_mb: int = MODEL_CACHE_MB  # fine-tuned weights (adapters, full models) kept in memory, LRU
 
     @property
     def database_url(self) -> str:

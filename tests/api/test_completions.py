@@ -1,5 +1,6 @@
 """Legacy /v1/completions through the official client: raw prompts, one choice per prompt,
-stop sequences, and the parameters not served yet refused with a clear 400."""
+stop sequences, n, echo, logprobs in the legacy shape, streaming, and out-of-range parameters
+refused naming the param."""
 
 from __future__ import annotations
 
@@ -29,9 +30,39 @@ def test_stop_sequences_end_the_text_and_are_not_included(client):
     assert cut.text == free[: free.index(stop)] and cut.finish_reason == "stop"
 
 
-@pytest.mark.parametrize("extra, param", [({"echo": True}, "echo"), ({"logprobs": 2}, "logprobs"),
+@pytest.mark.parametrize("extra, param", [({"logprobs": 6}, "logprobs"), ({"n": 0}, "n"), ({"top_p": 0}, "top_p"),
+                                          ({"temperature": 2.5}, "temperature"), ({"presence_penalty": 3}, "presence_penalty"),
                                           ({"stop": ["a", "b", "c", "d", "e"]}, "stop")])
-def test_parameters_not_served_yet_are_refused(client, extra, param):
+def test_out_of_range_parameters_are_refused_naming_the_param(client, extra, param):
     with pytest.raises(openai.BadRequestError) as caught:
         client.completions.create(model=TINY_MODEL, prompt="Hello", max_tokens=1, **extra)
     assert caught.value.body["param"] == param
+
+
+def test_logprobs_and_echo_in_the_legacy_shape(client):
+    answer = client.completions.create(model=TINY_MODEL, prompt="Hello there", max_tokens=3, temperature=0, logprobs=2)
+    Completion.model_validate(answer.model_dump())
+    choice = answer.choices[0]
+    logprobs = choice.logprobs
+    assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.top_logprobs) == 3
+    assert "".join(logprobs.tokens) == choice.text and logprobs.text_offset[0] == 0
+    for token, logprob, top in zip(logprobs.tokens, logprobs.token_logprobs, logprobs.top_logprobs):
+        assert len(top) == 2 and logprob <= 0
+        assert max(top.values()) == pytest.approx(logprob)  # greedy: the chosen token is the likeliest
+    echoed = client.completions.create(model=TINY_MODEL, prompt="Hello there", max_tokens=3, temperature=0, logprobs=1,
+                                       echo=True).choices[0]
+    assert echoed.text == "Hello there" + choice.text
+    assert echoed.logprobs.token_logprobs[0] is None and echoed.logprobs.tokens[-3:] == logprobs.tokens
+    assert "".join(echoed.logprobs.tokens) == echoed.text
+
+
+def test_n_with_a_seed_gives_the_same_choices_again_and_streaming_gives_the_same_text(client):
+    options = {"model": TINY_MODEL, "prompt": "Hello", "max_tokens": 6, "temperature": 1, "seed": 11, "n": 3}
+    first = [c.text for c in client.completions.create(**options).choices]
+    assert first == [c.text for c in client.completions.create(**options).choices]
+    assert len(set(first)) > 1  # each choice samples on its own
+    streamed = {}
+    for chunk in client.completions.create(**options, stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+    assert [streamed[i] for i in range(3)] == first

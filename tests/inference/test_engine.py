@@ -1,11 +1,19 @@
-"""The engine serves each fine-tuned model from its own adapter, on one shared base model, even
-when adapters' folders have the same name (every job has a checkpoints/<job>/step-N)."""
+"""The engine on the tiny model: its decoder gives the logits of transformers + PEFT, adapters
+are served apart even in one batch and even when their folders share a name, the base model runs
+beside them, and the least recently used adapters leave memory under a small budget."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
 from tests.training.test_sft import PAIRS, train
+from tunery.data.render import render_generation_prompt
+from tunery.inference.decoder import Adapter, Decoder
 from tunery.inference.engine import Engine, SamplingParams
 
 ANIMALS = ["cat", "dog", "owl", "fox"]
@@ -22,16 +30,64 @@ def adapter(tiny_model_dir, folder: Path, answers: list[str]) -> Path:
     return folder
 
 
-def test_adapters_with_the_same_folder_name_are_served_apart(tiny_model_dir, tmp_path):
-    fruits = adapter(tiny_model_dir, tmp_path / "job-a" / "step-45", [fruit for _, fruit in PAIRS])
-    animals = adapter(tiny_model_dir, tmp_path / "job-b" / "step-45", ANIMALS)
-    engine = Engine(device="cpu")
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return (adapter(tiny_model_dir, root / "job-a" / "step-45", [fruit for _, fruit in PAIRS]),
+            adapter(tiny_model_dir, root / "job-b" / "step-45", ANIMALS))
 
-    def ask(folder, color):
-        return engine.chat(tiny_model_dir, folder, [{"role": "user", "content": color}], GREEDY).text
 
-    for (color, fruit), animal in zip(PAIRS, ANIMALS):
-        assert ask(fruits, color).startswith(fruit)
-        assert ask(animals, color).startswith(animal)
-        base = ask(None, color)  # the base model, with both adapters loaded but disabled
+def test_the_decoder_gives_the_logits_of_transformers_and_peft(tiny_model_dir, adapters):
+    decoder = Decoder(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ids = list(range(5, 25))
+    with torch.inference_mode():
+        expected = base(torch.tensor([ids])).logits[0]
+        assert torch.allclose(decoder.prefill(0, ids, None, all_logits=True), expected, atol=1e-4)
+        peft = PeftModel.from_pretrained(base, adapters[0]).eval()
+        expected = peft(torch.tensor([ids])).logits[0]
+        lora = Adapter(adapters[0], decoder)
+        assert torch.allclose(decoder.prefill(1, ids, lora, all_logits=True), expected, atol=1e-4)
+        # A decode step at position 20 of slot 1, with slot 0 beside it on the base model.
+        step = decoder.decode([7, 7], [20, 20], [(lora, [1])])
+        following = peft(torch.tensor([ids + [7]])).logits[0, -1]
+        assert torch.allclose(step[1], following, atol=1e-4)
+
+
+def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model_dir, adapters):
+    fruits, animals = adapters
+    engine = Engine(device="cpu", dtype="float32")
+    tokenizer = engine.tokenizer(tiny_model_dir)
+
+    def submit(folder, color):
+        prompt = render_generation_prompt(tokenizer, [{"role": "user", "content": color}])
+        return engine.submit(tiny_model_dir, folder, [prompt], GREEDY)
+
+    # Everything submitted before anything is read: the engine decodes them together.
+    streams = [(submit(fruits, c), submit(animals, c), submit(None, c), f, a) for (c, f), a in zip(PAIRS, ANIMALS)]
+    for fruit_stream, animal_stream, base_stream, fruit, animal in streams:
+        assert fruit_stream.collect()[0].text.startswith(fruit)
+        assert animal_stream.collect()[0].text.startswith(animal)
+        base = base_stream.collect()[0].text
         assert not base.startswith(fruit) and not base.startswith(animal)
+    engine.close()
+
+
+def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_dir, adapters):
+    fruits, animals = adapters
+    engine = Engine(device="cpu", dtype="float32", cache_bytes=1)  # room for the newest only
+    tokenizer = engine.tokenizer(tiny_model_dir)
+    prompt = render_generation_prompt(tokenizer, [{"role": "user", "content": PAIRS[0][0]}])
+
+    def ask(folder):
+        return engine.submit(tiny_model_dir, folder, [prompt], GREEDY).collect()[0].text
+
+    assert ask(fruits).startswith(PAIRS[0][1])
+    assert ask(animals).startswith(ANIMALS[0])
+    assert engine.cached() == [animals]
+    assert ask(fruits).startswith(PAIRS[0][1])  # loaded again
+    assert engine.cached() == [fruits]
+    engine.forget(fruits)
+    ask(None)
+    assert engine.cached() == []
+    engine.close()

@@ -1,21 +1,36 @@
-"""The generation engine. One copy of each base model stays in memory; LoRA adapters are loaded
-into it by name (PEFT) and switched per request, so fine-tuned models share the base weights.
-A fine-tuned model saved with full weights is loaded as a model of its own."""
+"""The generation engine: one thread decodes every request together (continuous batching).
+
+Callers submit sequences (a tokenized prompt, sampling parameters, a model) and read what comes
+back from a Stream, synchronously or with asyncio. Each step the engine thread prefills newly
+admitted sequences, then runs one decode step per base model over all of that model's sequences,
+whatever adapter each uses, and samples each row with its own parameters and random generator.
+
+One copy of each base model stays in memory. LoRA adapters are loaded on first use and kept, with
+fully fine-tuned models, in a least-recently-used cache bounded by a memory budget; a model in use
+is never evicted. Text is detokenized incrementally; stop sequences end a sequence and are never
+sent, even in part, while streaming."""
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
+import json
+import logging
+import queue
+import secrets
 import threading
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tunery.data.render import render_generation_prompt
+from tunery.inference.decoder import Adapter, Decoder, supports
 
+log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 1024  # when a request names no limit (the context window still bounds it)
+MAX_BATCH = 32  # sequences decoded together per base model; more wait for a free slot
 
 
 @dataclass(frozen=True)
@@ -25,14 +40,37 @@ class SamplingParams:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None  # None: none; N: the chosen token's and the N likeliest
+    prompt_logprobs: bool = False  # legacy echo with logprobs: the prompt's tokens too
 
 
 @dataclass
-class Generation:
+class TokenLogprob:
+    token: str
+    logprob: float
+    bytes: list[int]
+    top: list[tuple[str, float, list[int]]]  # (token, logprob, bytes), likeliest first
+
+
+@dataclass
+class Delta:
+    """New text of sequence `index`, and the tokens that made it (with their logprobs if asked)."""
+    index: int
     text: str
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+
+@dataclass
+class Finished:
+    index: int
     finish_reason: str  # "stop" | "length"
+    text: str  # the whole completion, stop sequence excluded
     prompt_tokens: int
     completion_tokens: int
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)  # echo: None for the first
 
 
 class ContextLengthExceeded(ValueError):
@@ -42,90 +80,395 @@ class ContextLengthExceeded(ValueError):
                          f"in the completion). Please reduce the length of the messages or completion.")
 
 
+class Stream:
+    """What the engine sends back for one submission: Delta and Finished events for each of its
+    sequences, then None. Iterate it (blocking) or `async for` it; close() stops generation."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.cancelled = False
+        self._sync: queue.Queue = queue.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._async: asyncio.Queue | None = None
+        self._lock = threading.Lock()
+        self._backlog: list[Any] = []
+
+    def put(self, event: Any) -> None:
+        with self._lock:
+            if self._loop is None:
+                self._sync.put(event)
+            else:
+                self._loop.call_soon_threadsafe(self._async.put_nowait, event)
+
+    def close(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self) -> Iterator[Any]:
+        while (event := self._sync.get()) is not None:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        with self._lock:
+            self._loop, self._async = asyncio.get_running_loop(), asyncio.Queue()
+            while not self._sync.empty():  # what arrived before the first await
+                self._async.put_nowait(self._sync.get_nowait())
+        while (event := await self._async.get()) is not None:
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+
+    def collect(self) -> list[Finished]:
+        """Block until every sequence has finished; their Finished events by index."""
+        return sorted((e for e in self if isinstance(e, Finished)), key=lambda e: e.index)
+
+
+class _Model:
+    """A loaded model: a base decoder with its tokenizer, or an adapter on a base."""
+
+    def __init__(self, decoder: Decoder, tokenizer, adapter: Adapter | None = None):
+        self.decoder, self.tokenizer, self.adapter = decoder, tokenizer, adapter
+        self.in_use = 0
+
+
+@dataclass
+class _Sequence:
+    index: int
+    prompt: list[int]
+    params: SamplingParams
+    max_tokens: int
+    stream: Stream
+    base: Path  # the decoder's folder
+    adapter: Path | None
+    fine_tuned: bool  # base is a fully fine-tuned model (cached, evictable), not a base model
+    generator: torch.Generator
+    slot: int = -1
+    generated: list[int] = field(default_factory=list)
+    counts: dict[int, int] = field(default_factory=dict)
+    sent: int = 0  # characters of the text already sent
+    pending: list[TokenLogprob] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)
+    model: _Model | None = None
+
+
 class Engine:
-    def __init__(self, device: str = "auto"):
+    def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30):
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
-        self._lock = threading.Lock()  # one generation at a time per process, for now
-        self._bases: dict[Path, Any] = {}  # base folder -> model (a PeftModel once adapters exist)
+        self.dtype = _pick_dtype(dtype, self.device)
+        self.cache_bytes = cache_bytes
+        self._bases: dict[Path, _Model] = {}
+        self._cached: OrderedDict[Path, _Model] = OrderedDict()  # adapters and full fine-tuned models, LRU first
         self._tokenizers: dict[Path, Any] = {}
-        self._adapters: dict[Path, set[str]] = {}  # base folder -> adapter names loaded into it
+        self._waiting: list[_Sequence] = []
+        self._forgotten: list[Path] = []
+        self._active: list[_Sequence] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="tunery-engine", daemon=True)
+        self._thread.start()
 
-    def chat(self, base: Path, adapter: Path | None, messages: list[dict[str, Any]], params: SamplingParams) -> Generation:
-        with self._lock:
-            model, tokenizer, adapter_scope = self._model(base, adapter)
-            prompt = render_generation_prompt(tokenizer, messages)
-            with adapter_scope:
-                return self._generate(model, tokenizer, prompt, params)
+    # what callers use --------------------------------------------------------------------------
+    def tokenizer(self, base: Path, adapter: Path | None = None):
+        folder = _weights_folder(base, adapter)
+        if folder not in self._tokenizers:
+            from transformers import AutoTokenizer
 
-    def complete(self, base: Path, adapter: Path | None, prompt: str, params: SamplingParams) -> Generation:
-        """Legacy completion: the raw prompt, tokenized as training tokenized prompts."""
-        with self._lock:
-            model, tokenizer, adapter_scope = self._model(base, adapter)
-            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            with adapter_scope:
-                return self._generate(model, tokenizer, ids, params)
+            self._tokenizers[folder] = AutoTokenizer.from_pretrained(folder)
+        return self._tokenizers[folder]
+
+    def context_length(self, base: Path, adapter: Path | None = None) -> int:
+        config = json.loads((_weights_folder(base, adapter) / "config.json").read_text())
+        return config.get("max_position_embeddings", 2048)
+
+    def submit(self, base: Path, adapter: Path | None, prompts: list[list[int]], params: SamplingParams,
+               n: int = 1) -> Stream:
+        """Generate n completions of each prompt (indexes prompt * n + choice). Raises
+        ContextLengthExceeded before anything runs."""
+        context = self.context_length(base, adapter)
+        sequences, stream = [], Stream(len(prompts) * n)
+        for p, prompt in enumerate(prompts):
+            max_tokens = params.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, context - len(prompt)))
+            if len(prompt) + max_tokens > context:
+                raise ContextLengthExceeded(len(prompt), max_tokens, context)
+            for choice in range(n):
+                generator = torch.Generator()
+                # Same seed, same samples; each choice its own stream of them.
+                generator.manual_seed((params.seed * 1_000_003 + choice) % 2**63 if params.seed is not None
+                                      else secrets.randbits(63))
+                sequences.append(_Sequence(p * n + choice, prompt, params, max_tokens, stream,
+                                           *_split(base, adapter), generator))
+        with self._wake:
+            self._waiting.extend(sequences)
+            self._wake.notify()
+        return stream
+
+    def forget(self, folder: Path) -> None:
+        """A deleted model: its weights leave memory (once sequences already using it finish)."""
+        with self._wake:
+            self._forgotten.append(folder)
+            self._wake.notify()
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+
+    # the engine thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._waiting and not self._active and not self._forgotten:
+                    self._wake.wait()
+                if self._closed:
+                    return
+                admitted, self._waiting = self._waiting, []
+                forgotten, self._forgotten = self._forgotten, []
+            for folder in forgotten:
+                model = self._cached.pop(folder, None)
+                if model is not None and model.in_use:
+                    self._cached[folder] = model  # in use: it goes with the next eviction
+            for seq in admitted:
+                self._start(seq)
+            by_decoder: dict[int, list[_Sequence]] = {}
+            for seq in self._active:
+                by_decoder.setdefault(id(seq.model.decoder), []).append(seq)
+            for seqs in by_decoder.values():
+                self._step(seqs[0].model.decoder, seqs)
+
+    def _start(self, seq: _Sequence) -> None:
+        try:
+            if seq.stream.cancelled:
+                return self._end(seq, None)
+            seq.model = self._load(seq.base, seq.adapter, seq.fine_tuned)
+            seq.model.in_use += 1
+            used = {s.slot for s in self._active if s.model.decoder is seq.model.decoder}
+            seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
+            if seq.slot == MAX_BATCH:  # every slot taken: wait for one
+                seq.model.in_use -= 1
+                seq.model = None
+                with self._wake:
+                    self._waiting.append(seq)
+                return
+            decoder = seq.model.decoder
+            decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens)
+            echo = seq.params.prompt_logprobs and seq.params.logprobs is not None
+            logits = decoder.prefill(seq.slot, seq.prompt, seq.model.adapter, all_logits=echo)
+            if echo:
+                seq.prompt_logprobs = [None] + [self._logprob(seq, logits[i], seq.prompt[i + 1])
+                                                for i in range(len(seq.prompt) - 1)]
+            self._active.append(seq)
+            self._advance(seq, logits[-1])
+        except Exception as exc:  # a fault loading or running this model: its caller hears of it
+            log.exception("generation failed")
+            self._end(seq, exc)
+
+    def _step(self, decoder: Decoder, seqs: list[_Sequence]) -> None:
+        width = max(s.slot for s in seqs) + 1
+        tokens, positions = [0] * width, [0] * width
+        groups: dict[int, tuple[Adapter | None, list[int]]] = {}
+        for seq in seqs:
+            tokens[seq.slot] = seq.generated[-1]
+            positions[seq.slot] = len(seq.prompt) + len(seq.generated) - 1
+            groups.setdefault(id(seq.model.adapter), (seq.model.adapter, []))[1].append(seq.slot)
+        try:
+            logits = decoder.decode(tokens, positions, list(groups.values()))
+        except Exception as exc:
+            log.exception("decoding failed")
+            for seq in seqs:
+                self._end(seq, exc)
+            return
+        for seq in seqs:
+            self._advance(seq, logits[seq.slot])
+
+    def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
+        """Sample the next token of seq, send what text is final, and end it when it is done."""
+        if seq.stream.cancelled:
+            return self._end(seq, None)
+        token = self._sample(seq, logits)
+        tokenizer = seq.model.tokenizer
+        if token in _end_tokens(tokenizer):
+            return self._finish(seq, "stop")
+        seq.generated.append(token)
+        seq.counts[token] = seq.counts.get(token, 0) + 1
+        if seq.params.logprobs is not None:
+            seq.pending.append(self._logprob(seq, logits, token))
+        text = tokenizer.decode(seq.generated, skip_special_tokens=True)
+        cut = _first_stop(text, seq.params.stop, seq.sent)
+        if cut is not None:
+            return self._finish(seq, "stop", text[:cut])
+        if len(seq.generated) >= seq.max_tokens:
+            return self._finish(seq, "length", text)
+        final = len(text) - _held_back(text, seq.params.stop)
+        if final > seq.sent and not text[:final].endswith("\ufffd"):  # a character still being spelt out waits
+            seq.stream.put(Delta(seq.index, text[seq.sent:final], seq.pending))
+            seq.logprobs.extend(seq.pending)
+            seq.sent, seq.pending = final, []
+
+    def _sample(self, seq: _Sequence, logits: torch.Tensor) -> int:
+        params = seq.params
+        if seq.counts and (params.presence_penalty or params.frequency_penalty):
+            ids = torch.tensor(list(seq.counts))
+            counts = torch.tensor(list(seq.counts.values()), dtype=logits.dtype)
+            logits = logits.clone()
+            logits[ids] -= params.presence_penalty + params.frequency_penalty * counts
+        if params.temperature == 0:
+            return int(logits.argmax())
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1:
+            sorted_probs, order = probs.sort(descending=True)
+            keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # the smallest set reaching top_p
+            probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=seq.generator))
+
+    def _logprob(self, seq: _Sequence, logits: torch.Tensor, token: int) -> TokenLogprob:
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        tokenizer = seq.model.tokenizer
+        top = []
+        if seq.params.logprobs:
+            values, ids = logprobs.topk(seq.params.logprobs)
+            top = [(*_token_text(tokenizer, i), v) for v, i in zip(values.tolist(), ids.tolist())]
+            top = [(text, value, raw) for text, raw, value in top]
+        text, raw = _token_text(tokenizer, token)
+        return TokenLogprob(text, float(logprobs[token]), raw, top)
+
+    def _finish(self, seq: _Sequence, reason: str, text: str | None = None) -> None:
+        if text is None:
+            text = seq.model.tokenizer.decode(seq.generated, skip_special_tokens=True)
+        cut = _first_stop(text, seq.params.stop, 0)
+        text = text if cut is None else text[:cut]
+        if len(text) > seq.sent:
+            seq.stream.put(Delta(seq.index, text[seq.sent:], seq.pending))
+        seq.logprobs.extend(seq.pending)
+        seq.stream.put(Finished(seq.index, reason, text, len(seq.prompt), len(seq.generated),
+                                seq.logprobs, seq.prompt_logprobs))
+        self._end(seq, None)
+
+    def _end(self, seq: _Sequence, error: BaseException | None) -> None:
+        if seq in self._active:
+            self._active.remove(seq)
+        if seq.model is not None:
+            seq.model.in_use -= 1
+            seq.model = None
+        stream = seq.stream
+        if error is not None:
+            stream.put(error)
+            stream.size = 0
+            stream.cancelled = True  # its other sequences stop too
+            return
+        stream.size -= 1
+        if stream.size == 0:
+            stream.put(None)
 
     # models ------------------------------------------------------------------------------------
-    def _model(self, base: Path, adapter: Path | None):
-        """The model, its tokenizer, and the context in which it runs as asked (the base model
-        runs with any loaded adapters disabled)."""
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _load(self, folder: Path, adapter: Path | None, fine_tuned: bool) -> _Model:
+        """The model of a sequence: a base (kept), or a LoRA adapter on one or a fully
+        fine-tuned model (both cached, least recently used first)."""
+        key = adapter or folder
+        if key in self._cached:
+            self._cached.move_to_end(key)
+            return self._cached[key]
+        if not fine_tuned:
+            if folder not in self._bases:
+                self._bases[folder] = _Model(self._decoder(folder), self.tokenizer(folder))
+            if adapter is None:
+                return self._bases[folder]
+            base = self._bases[folder]
+            model = _Model(base.decoder, base.tokenizer, Adapter(adapter, base.decoder))
+        else:
+            model = _Model(self._decoder(folder), self.tokenizer(folder))
+        self._cached[key] = model
+        self._evict()
+        return model
 
-        if adapter is not None and not (adapter / "adapter_config.json").exists():
-            base = adapter  # full fine-tuning: the folder holds a whole model
-            adapter = None
-        if base not in self._bases:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-            self._bases[base] = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(self.device).eval()
-            self._tokenizers[base] = AutoTokenizer.from_pretrained(base)
-        model = self._bases[base]
-        if adapter is None:
-            scope = model.disable_adapter() if base in self._adapters else nullcontext()
-            return model, self._tokenizers[base], scope
-        name = _adapter_name(adapter)
-        loaded = self._adapters.setdefault(base, set())
-        if name not in loaded:
-            from peft import PeftModel
+    def _decoder(self, folder: Path) -> Decoder:
+        if not supports(folder):
+            raise ValueError(f"the serving engine does not run {folder.name}'s architecture")
+        return Decoder(folder, dtype=self.dtype, device=self.device)
 
-            if loaded:
-                model.load_adapter(adapter, adapter_name=name)
-            else:
-                model = self._bases[base] = PeftModel.from_pretrained(model, adapter, adapter_name=name).eval()
-            loaded.add(name)
-        model.set_adapter(name)
-        return model, self._tokenizers[base], nullcontext()
+    def _evict(self) -> None:
+        """Least recently used models go, never one in use, until the cache fits its budget."""
+        def size(model: _Model) -> int:
+            return model.adapter.bytes if model.adapter is not None else model.decoder.weight_bytes
 
-    # generation --------------------------------------------------------------------------------
-    def _generate(self, model, tokenizer, prompt: list[int], params: SamplingParams) -> Generation:
-        context = getattr(model.config, "max_position_embeddings", 2048)
-        max_tokens = params.max_tokens or min(DEFAULT_MAX_TOKENS, context - len(prompt))
-        if len(prompt) + max_tokens > context:
-            raise ContextLengthExceeded(len(prompt), max_tokens, context)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
-        sampling = params.temperature > 0
-        kwargs = dict(do_sample=True, temperature=params.temperature, top_p=params.top_p) if sampling else dict(do_sample=False)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tokenizer)
-        input_ids = torch.tensor([prompt], device=self.device)
-        with torch.inference_mode():
-            output = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=max_tokens,
-                                    pad_token_id=tokenizer.eos_token_id if tokenizer.pad_token_id is None
-                                    else tokenizer.pad_token_id, top_k=None, **kwargs)
-        new = output[0, len(prompt):].tolist()
-        eos = tokenizer.eos_token_id
-        ended = eos in new
-        if ended:
-            new = new[: new.index(eos)]
-        text = tokenizer.decode(new, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in params.stop) if i != -1), default=-1)
-        if cut != -1:
-            text, ended = text[:cut], True
-        return Generation(text, "stop" if ended else "length", len(prompt), len(new))
+        for key in list(self._cached)[:-1]:  # the newest stays, whatever its size
+            if sum(size(m) for m in self._cached.values()) <= self.cache_bytes:
+                break
+            if self._cached[key].in_use == 0:
+                del self._cached[key]
+
+    def cached(self) -> list[Path]:
+        """The fine-tuned models in memory (adapter or full model folders), least recently used first."""
+        return list(self._cached)
 
 
-def _adapter_name(folder: Path) -> str:
-    """A name for PEFT unique to the adapter's folder: folders' own names repeat (every job has a
-    checkpoints/<job>/step-12), and PEFT names may not hold dots."""
-    return "adapter_" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
+def _weights_folder(base: Path, adapter: Path | None) -> Path:
+    return base if adapter is None or (adapter / "adapter_config.json").exists() else adapter
+
+
+def _split(base: Path, adapter: Path | None) -> tuple[Path, Path | None, bool]:
+    """(decoder folder, LoRA adapter folder or None, fully fine-tuned): a fully fine-tuned model
+    is a decoder of its own."""
+    if adapter is not None and not (adapter / "adapter_config.json").exists():
+        return adapter, None, True
+    return base, adapter, False
+
+
+def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA and on CPUs with native bfloat16 arithmetic (it halves the memory each
+    decode step reads, which is what bounds it); float32 elsewhere."""
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+_END_TOKENS: dict[int, set[int]] = {}
+
+
+def _end_tokens(tokenizer) -> set[int]:
+    key = id(tokenizer)
+    if key not in _END_TOKENS:
+        ends = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):  # chat templates' end-of-turn
+            token = tokenizer.convert_tokens_to_ids(name)
+            if isinstance(token, int) and token != tokenizer.unk_token_id:
+                ends.add(token)
+        _END_TOKENS[key] = ends
+    return _END_TOKENS[key]
+
+
+def _token_text(tokenizer, token: int) -> tuple[str, list[int]]:
+    text = tokenizer.decode([token])
+    return text, list(text.encode("utf-8"))
+
+
+def _first_stop(text: str, stops: tuple[str, ...], sent: int) -> int | None:
+    """Where the first stop sequence begins in text (searching from just before what was sent)."""
+    if not stops:
+        return None
+    start = max(0, sent - max(len(s) for s in stops))
+    found = [i for i in (text.find(s, start) for s in stops) if i != -1]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of text might begin a stop sequence (not sent yet)."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest

@@ -1,15 +1,58 @@
 """Chat and legacy completions: resolve the model (base, fine-tuned or checkpoint of this
-organization), generate, and answer in the ChatCompletion or Completion shape."""
+organization), render the prompt as training renders it (tools and functions included), hand it
+to the engine, and answer in OpenAI's shapes: a ChatCompletion or Completion, or their chunks
+when streamed. Everything that can be refused is refused before generation starts."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from tunery.data.render import render_generation_prompt
+from tunery.data.tools import parse_tool_calls
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
-from tunery.inference.engine import ContextLengthExceeded, Engine
-from tunery.protocol.chat import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut, Usage
-from tunery.protocol.completions import Completion, CompletionChoice, CompletionRequest
-from tunery.services.sampling import sampling_params
+from tunery.inference.engine import ContextLengthExceeded, Delta, Engine, Finished, Stream
+from tunery.inference.engine import TokenLogprob as EngineLogprob
+from tunery.protocol.chat import (
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    ChoiceLogprobs,
+    ChunkChoice,
+    ChunkDelta,
+    FunctionCall,
+    ToolCall,
+    ToolCallDelta,
+    TokenLogprob,
+    TopLogprob,
+    Usage,
+)
+from tunery.protocol.completions import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
 from tunery.services.models import ModelsService
+from tunery.services.sampling import sampling_params
+
+
+@dataclass
+class ChatRun:
+    """A chat completion under way: its engine stream and how to shape what comes back."""
+    request: ChatCompletionRequest
+    stream: Stream
+    offers_tools: bool  # tools or functions were rendered: the answer may be a call
+    legacy_functions: bool  # `functions` (not `tools`): a call comes back as `function_call`
+    id: str
+    created: int
+
+
+@dataclass
+class CompletionRun:
+    request: CompletionRequest
+    stream: Stream
+    prompts: list[str]
+    id: str
+    created: int
 
 
 class ChatService:
@@ -17,36 +60,200 @@ class ChatService:
         self.models = models
         self.engine = engine
 
-    def complete(self, org_id: str, request: ChatCompletionRequest) -> ChatCompletion:
-        params = sampling_params(request, request.max_completion_tokens or request.max_tokens)
+    # chat ----------------------------------------------------------------------------------------
+    def start_chat(self, org_id: str, request: ChatCompletionRequest) -> ChatRun:
+        if request.top_logprobs is not None and not request.logprobs:
+            raise InvalidRequest("top_logprobs needs logprobs set to true.", param="top_logprobs")
+        logprobs = (request.top_logprobs or 0) if request.logprobs else None
+        params = sampling_params(request, request.max_completion_tokens or request.max_tokens, logprobs=logprobs)
         model = self.models.resolve(org_id, request.model)
+        offered = request.tool_choice != "none" and request.function_call != "none"
+        specs = [t["function"] for t in request.tools or [] if isinstance(t, dict) and "function" in t]
+        specs += list(request.functions or [])
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
+        tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
+        prompt = render_generation_prompt(tokenizer, messages, specs if offered else None)
         try:
-            out = self.engine.chat(model.base_path, model.adapter_path, messages, params)
+            stream = self.engine.submit(model.base_path, model.adapter_path, [prompt], params, request.n or 1)
         except ContextLengthExceeded as exc:
             raise InvalidRequest(str(exc), param="messages", code="context_length_exceeded") from None
-        return ChatCompletion(
-            id=new_id("chatcmpl"), created=now(), model=request.model,
-            choices=[ChatChoice(index=0, message=ChatMessageOut(content=out.text), finish_reason=out.finish_reason)],
-            usage=Usage(prompt_tokens=out.prompt_tokens, completion_tokens=out.completion_tokens,
-                        total_tokens=out.prompt_tokens + out.completion_tokens),
-        )
+        return ChatRun(request, stream, offered and bool(specs), bool(request.functions) and not request.tools,
+                       new_id("chatcmpl"), now())
 
-    def complete_text(self, org_id: str, request: CompletionRequest) -> Completion:
-        params = sampling_params(request, request.max_tokens)
+    async def chat(self, run: ChatRun) -> ChatCompletion:
+        finished = await _finished(run.stream)
+        choices = []
+        for f in finished:
+            message, reason = _message(run, f.text, f.finish_reason)
+            logprobs = ChoiceLogprobs(content=[_chat_logprob(t) for t in f.logprobs]) if run.request.logprobs else None
+            choices.append(ChatChoice(index=f.index, message=message, finish_reason=reason, logprobs=logprobs))
+        return ChatCompletion(id=run.id, created=run.created, model=run.request.model, choices=choices,
+                              usage=_usage(finished, run.request.n or 1))
+
+    async def chat_chunks(self, run: ChatRun) -> AsyncIterator[ChatCompletionChunk]:
+        """The SDK's chunks: the role first, then text as it is final, then each choice's finish
+        reason, and the usage last when stream_options.include_usage asks. An answer that may be
+        a tool call is held until it is complete, then sent as content or as calls."""
+        def chunk(index: int, delta: ChunkDelta, reason=None, logprobs=None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(id=run.id, created=run.created, model=run.request.model, choices=[
+                ChunkChoice(index=index, delta=delta, finish_reason=reason, logprobs=logprobs)])
+
+        def logprobs_of(tokens: list[EngineLogprob]) -> ChoiceLogprobs | None:
+            return ChoiceLogprobs(content=[_chat_logprob(t) for t in tokens]) if run.request.logprobs else None
+
+        for index in range(run.stream.size):
+            yield chunk(index, ChunkDelta(role="assistant", content=""))
+        finished = []
+        try:
+            async for event in run.stream:
+                if isinstance(event, Delta) and not run.offers_tools:
+                    yield chunk(event.index, ChunkDelta(content=event.text), logprobs=logprobs_of(event.logprobs))
+                elif isinstance(event, Finished):
+                    finished.append(event)
+                    reason = event.finish_reason
+                    if run.offers_tools:
+                        message, reason = _message(run, event.text, event.finish_reason)
+                        yield chunk(event.index, _call_delta(message), logprobs=logprobs_of(event.logprobs))
+                    yield chunk(event.index, ChunkDelta(), reason)
+        finally:
+            run.stream.close()  # a client gone mid-stream stops its generation
+        if run.request.stream_options and run.request.stream_options.include_usage:
+            yield ChatCompletionChunk(id=run.id, created=run.created, model=run.request.model, choices=[],
+                                      usage=_usage(finished, run.request.n or 1))
+
+    # legacy completions --------------------------------------------------------------------------
+    def start_completion(self, org_id: str, request: CompletionRequest) -> CompletionRun:
+        params = sampling_params(request, request.max_tokens, logprobs=request.logprobs,
+                                 prompt_logprobs=bool(request.echo))
         model = self.models.resolve(org_id, request.model)
-        prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
         if not prompts:
             raise InvalidRequest("prompt must not be empty.", param="prompt")
-        choices, prompt_tokens, completion_tokens = [], 0, 0
-        for index, prompt in enumerate(prompts):
-            try:
-                out = self.engine.complete(model.base_path, model.adapter_path, prompt, params)
-            except ContextLengthExceeded as exc:
-                raise InvalidRequest(str(exc), param="prompt", code="context_length_exceeded") from None
-            choices.append(CompletionChoice(index=index, text=out.text, finish_reason=out.finish_reason))
-            prompt_tokens += out.prompt_tokens
-            completion_tokens += out.completion_tokens
-        return Completion(id=new_id("cmpl"), created=now(), model=request.model, choices=choices,
-                          usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                                      total_tokens=prompt_tokens + completion_tokens))
+        tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
+        ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # as training tokenized them
+        if any(not i for i in ids):
+            raise InvalidRequest("prompt must not be empty.", param="prompt")
+        try:
+            stream = self.engine.submit(model.base_path, model.adapter_path, ids, params, request.n or 1)
+        except ContextLengthExceeded as exc:
+            raise InvalidRequest(str(exc), param="prompt", code="context_length_exceeded") from None
+        return CompletionRun(request, stream, prompts, new_id("cmpl"), now())
+
+    async def completion(self, run: CompletionRun) -> Completion:
+        finished = await _finished(run.stream)
+        n = run.request.n or 1
+        choices = []
+        for f in finished:
+            prompt = run.prompts[f.index // n]
+            text = prompt + f.text if run.request.echo else f.text
+            choices.append(CompletionChoice(index=f.index, text=text, finish_reason=f.finish_reason,
+                                            logprobs=self._legacy_logprobs(run, f, prompt)))
+        return Completion(id=run.id, created=run.created, model=run.request.model, choices=choices,
+                          usage=_usage(finished, run.request.n or 1))
+
+    async def completion_chunks(self, run: CompletionRun) -> AsyncIterator[Completion]:
+        def chunk(index: int, text: str, reason=None, logprobs=None) -> Completion:
+            return Completion(id=run.id, created=run.created, model=run.request.model, usage=None,
+                              choices=[CompletionChoice(index=index, text=text, finish_reason=reason, logprobs=logprobs)])
+
+        n = run.request.n or 1
+        finished, offsets = [], {}
+        try:
+            async for event in run.stream:
+                if isinstance(event, Delta):
+                    if run.request.echo and event.index not in offsets:
+                        yield chunk(event.index, run.prompts[event.index // n])
+                    start = offsets.setdefault(event.index, len(run.prompts[event.index // n]) if run.request.echo else 0)
+                    logprobs = _legacy(event.logprobs, start, run.request.logprobs) if run.request.logprobs is not None else None
+                    offsets[event.index] = start + len(event.text)
+                    yield chunk(event.index, event.text, logprobs=logprobs)
+                elif isinstance(event, Finished):
+                    finished.append(event)
+                    if run.request.echo and event.index not in offsets:
+                        yield chunk(event.index, run.prompts[event.index // n])
+                    yield chunk(event.index, "", event.finish_reason)
+        finally:
+            run.stream.close()
+        if run.request.stream_options and run.request.stream_options.include_usage:
+            yield Completion(id=run.id, created=run.created, model=run.request.model, choices=[], usage=_usage(finished, run.request.n or 1))
+
+    @staticmethod
+    def _legacy_logprobs(run: CompletionRun, f: Finished, prompt: str) -> CompletionLogprobs | None:
+        if run.request.logprobs is None:
+            return None
+        generated = _legacy(f.logprobs, len(prompt) if run.request.echo else 0, run.request.logprobs, f.text)
+        return _join_echo(run, f, prompt, generated) if run.request.echo else generated
+
+
+def _join_echo(run: CompletionRun, f: Finished, prompt: str, generated: CompletionLogprobs) -> CompletionLogprobs:
+    """Echo: the prompt's tokens first (its first token has no logprob: nothing came before it)."""
+    tokenizer_free = [t for t in f.prompt_logprobs if t is not None]
+    tokens, offsets = [], []
+    # The prompt's tokens after the first come with their entries; the first is the text before them.
+    rest = sum(len(t.token) for t in tokenizer_free)
+    first = prompt[:max(0, len(prompt) - rest)]
+    tokens.append(first)
+    offsets.append(0)
+    position = len(first)
+    for t in tokenizer_free:
+        tokens.append(t.token)
+        offsets.append(position)
+        position += len(t.token)
+    top = [None] + [{x[0]: x[1] for x in t.top[:run.request.logprobs]} for t in tokenizer_free]
+    return CompletionLogprobs(tokens=tokens + generated.tokens,
+                              token_logprobs=[None] + [t.logprob for t in tokenizer_free] + generated.token_logprobs,
+                              top_logprobs=top + generated.top_logprobs, text_offset=offsets + generated.text_offset)
+
+
+def _legacy(tokens: list[EngineLogprob], start: int, top: int, text: str | None = None) -> CompletionLogprobs:
+    """The legacy logprobs of tokens whose text starts at offset `start` (only the tokens
+    within `text`, when given: a stop sequence may have cut the last ones)."""
+    out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+    position = start
+    for t in tokens:
+        if text is not None and position - start >= len(text) and out.tokens:
+            break
+        out.tokens.append(t.token)
+        out.token_logprobs.append(t.logprob)
+        out.top_logprobs.append({x[0]: x[1] for x in t.top[:top]})
+        out.text_offset.append(position)
+        position += len(t.token)
+    return out
+
+
+async def _finished(stream: Stream) -> list[Finished]:
+    try:
+        return sorted([e async for e in stream if isinstance(e, Finished)], key=lambda e: e.index)
+    finally:
+        stream.close()
+
+
+def _usage(finished: list[Finished], n: int) -> Usage:
+    """A prompt counts once however many choices it has, as OpenAI bills it."""
+    prompt_tokens = sum(f.prompt_tokens for f in finished if f.index % n == 0)
+    completion = sum(f.completion_tokens for f in finished)
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion, total_tokens=prompt_tokens + completion)
+
+
+def _chat_logprob(t: EngineLogprob) -> TokenLogprob:
+    return TokenLogprob(token=t.token, logprob=t.logprob, bytes=t.bytes,
+                        top_logprobs=[TopLogprob(token=x[0], logprob=x[1], bytes=x[2]) for x in t.top])
+
+
+def _message(run: ChatRun, text: str, reason: str) -> tuple[ChatMessageOut, str]:
+    """The assistant's message: its text, or the calls it made when tools were offered."""
+    if not run.offers_tools:
+        return ChatMessageOut(content=text), reason
+    content, calls = parse_tool_calls(text)
+    if not calls:
+        return ChatMessageOut(content=text), reason
+    if run.legacy_functions:
+        return ChatMessageOut(content=content or None, function_call=FunctionCall(**calls[0])), "function_call"
+    return ChatMessageOut(content=content or None, tool_calls=[
+        ToolCall(id=new_id("call"), function=FunctionCall(**call)) for call in calls]), "tool_calls"
+
+
+def _call_delta(message: ChatMessageOut) -> ChunkDelta:
+    calls = [ToolCallDelta(index=i, id=c.id, type="function", function=c.function)
+             for i, c in enumerate(message.tool_calls or [])]
+    return ChunkDelta(content=message.content, tool_calls=calls or None, function_call=message.function_call)

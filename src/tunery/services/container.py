@@ -46,4 +46,7 @@ class Container:
     def chat(self) -> ChatService:
         from tunery.inference.engine import Engine  # torch is imported only when chat is first used
 
-        return ChatService(self.models, Engine(device=self.settings.device))
+        engine = Engine(device=self.settings.device, dtype=self.settings.inference_dtype,
+                        cache_bytes=self.settings.model_cache_mb << 20)
+        self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
+        return ChatService(self.models, engine)

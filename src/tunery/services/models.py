@@ -38,6 +38,7 @@ class ModelsService:
         self.catalog = catalog
         self.repo = repo
         self._started = now()  # base models have no creation date of their own here
+        self.on_delete: list = []  # called with a deleted model's folder (the engine drops its weights)
 
     def list(self, org_id: str, owner: str) -> list[Model]:
         """Base models, then the organization's (named `owner`) fine-tuned models and checkpoints."""
@@ -59,7 +60,10 @@ class ModelsService:
         if row is None or row.organization_id != org_id:
             self._not_found(model_id)
         self.repo.delete(model_id)
-        self.catalog.blobs.delete_dir(self.catalog.blobs.model_dir(row.job_id))
+        folder = self.catalog.blobs.model_dir(row.job_id)
+        for listener in self.on_delete:
+            listener(folder)
+        self.catalog.blobs.delete_dir(folder)
         return ModelDeleted(id=model_id, deleted=True)
 
     def discard_job_artefacts(self, job_id: str) -> None:

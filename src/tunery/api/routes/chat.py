@@ -1,15 +1,20 @@
-"""/v1/chat/completions"""
+"""/v1/chat/completions: JSON, or server-sent events when stream is true."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from tunery.api.deps import ContainerDep, OrgDep
+from tunery.api.sse import event_stream
 from tunery.protocol.chat import ChatCompletion, ChatCompletionRequest
 
 router = APIRouter(tags=["chat"])
 
 
-@router.post("/chat/completions")
-def create(c: ContainerDep, org: OrgDep, body: ChatCompletionRequest) -> ChatCompletion:
-    return c.chat.complete(org.id, body)
+@router.post("/chat/completions", response_model=None)
+async def create(c: ContainerDep, org: OrgDep, body: ChatCompletionRequest) -> ChatCompletion | StreamingResponse:
+    run = c.chat.start_chat(org.id, body)
+    if body.stream:
+        return event_stream(c.chat.chat_chunks(run))
+    return await c.chat.chat(run)

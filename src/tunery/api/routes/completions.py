@@ -1,15 +1,20 @@
-"""/v1/completions (legacy)"""
+"""/v1/completions (legacy): JSON, or server-sent events when stream is true."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 
 from tunery.api.deps import ContainerDep, OrgDep
+from tunery.api.sse import event_stream
 from tunery.protocol.completions import Completion, CompletionRequest
 
 router = APIRouter(tags=["completions"])
 
 
-@router.post("/completions")
-def create(c: ContainerDep, org: OrgDep, body: CompletionRequest) -> Completion:
-    return c.chat.complete_text(org.id, body)
+@router.post("/completions", response_model=None)
+async def create(c: ContainerDep, org: OrgDep, body: CompletionRequest) -> Completion | StreamingResponse:
+    run = c.chat.start_completion(org.id, body)
+    if body.stream:
+        return event_stream(c.chat.completion_chunks(run))
+    return await c.chat.completion(run)

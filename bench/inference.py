@@ -1,0 +1,128 @@
+"""Serving speed on the embedded SmolLM2-135M-Instruct, every figure from this one run:
+
+- single-stream decode tokens/s of tunery's engine against plain transformers `generate()` (the
+  model loaded as `from_pretrained` gives it, float32 on a CPU), and against `generate()` with the
+  engine's own dtype, and llama.cpp's (llama-cpp-python, on the GGUF) when it is installed;
+- time to first token of the engine;
+- the aggregate tokens/s of 8 concurrent streams over a single stream.
+
+The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY`.
+Run: python bench/inference.py [--tokens N] [--repeats R]"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import threading
+import time
+
+import torch
+
+from tunery.catalog import EMBEDDED_MODEL, Catalog, _embedded_gguf
+from tunery.cli.common import quiet_libraries
+from tunery.config import Settings
+from tunery.data.render import render_generation_prompt
+from tunery.inference.engine import Delta, Engine, SamplingParams
+from tunery.storage import BlobStore
+
+PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
+
+
+def engine_single(engine: Engine, folder, prompt: list[int], tokens: int) -> tuple[float, float]:
+    """(decode tokens/s after the first token, seconds to the first token)."""
+    started = time.perf_counter()
+    first = None
+    count = 0
+    for event in engine.submit(folder, None, [prompt], SamplingParams(max_tokens=tokens, temperature=0)):
+        if isinstance(event, Delta):
+            first = first or time.perf_counter()
+        if hasattr(event, "completion_tokens"):
+            count = event.completion_tokens
+    done = time.perf_counter()
+    return (count - 1) / (done - first), first - started
+
+
+def engine_concurrent(engine: Engine, folder, prompt: list[int], tokens: int, streams: int) -> float:
+    results = []
+
+    def one(seed: int) -> None:
+        finished = engine.submit(folder, None, [prompt], SamplingParams(max_tokens=tokens, temperature=0.8, seed=seed)).collect()
+        results.append(finished[0].completion_tokens)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(results) / (time.perf_counter() - started)
+
+
+def generate_speed(folder, prompt: list[int], tokens: int, dtype: torch.dtype) -> float:
+    """Decode tokens/s of plain generate() (the prompt's prefill timed apart and taken out)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        def run(n: int) -> float:
+            started = time.perf_counter()
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=2)
+            return time.perf_counter() - started
+
+        run(4)  # warm-up
+        return (tokens - 1) / (run(tokens) - run(1))
+
+
+def llama_cpp_speed(prompt: list[int], tokens: int) -> float | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return None
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(_embedded_gguf()), n_ctx=2048, verbose=False)
+    started = time.perf_counter()
+    first, count = None, 0
+    for _ in llm.generate(prompt, temp=0.0):
+        first = first or time.perf_counter()
+        count += 1
+        if count == tokens:
+            break
+    return (count - 1) / (time.perf_counter() - first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
+    args = parser.parse_args()
+    quiet_libraries()
+    folder = Catalog(BlobStore(Settings().data_dir)).path(EMBEDDED_MODEL)
+    engine = Engine()
+    prompt = render_generation_prompt(engine.tokenizer(folder), PROMPT)
+    engine.submit(folder, None, [prompt], SamplingParams(max_tokens=4, temperature=0)).collect()  # load the weights
+
+    singles = [engine_single(engine, folder, prompt, args.tokens) for _ in range(args.repeats)]
+    single, first_token = max(s[0] for s in singles), min(s[1] for s in singles)
+    concurrent = max(engine_concurrent(engine, folder, prompt, args.tokens, 8) for _ in range(args.repeats))
+    plain = max(generate_speed(folder, prompt, args.tokens, torch.float32) for _ in range(args.repeats))
+    same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype) for _ in range(args.repeats))
+    llama_cpp = llama_cpp_speed(prompt, args.tokens)
+
+    print(f"model {EMBEDDED_MODEL}, {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
+          f"engine dtype {str(engine.dtype).removeprefix('torch.')}")
+    print(f"{'decode tokens/s, one stream':<44}{'':>10}")
+    print(f"  {'tunery engine':<42}{single:>10.1f}")
+    print(f"  {'transformers generate(), float32':<42}{plain:>10.1f}")
+    print(f"  {'transformers generate(), engine dtype':<42}{same_dtype:>10.1f}")
+    if llama_cpp is not None:
+        print(f"  {'llama.cpp (reference)':<42}{llama_cpp:>10.1f}")
+    print(f"{'time to first token, s':<44}{first_token:>10.3f}")
+    print(f"{'8 concurrent streams, aggregate tokens/s':<44}{concurrent:>10.1f}")
+    print(f"same-dtype ratio engine_vs_generate_{str(engine.dtype).removeprefix('torch.')}={single / same_dtype:.2f}")
+    print(f"ratio single_vs_generate={single / plain:.2f} concurrent8_vs_single={concurrent / single:.2f}")
+    engine.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""The decoder: a compact forward pass for Llama-family models (Llama, Mistral, Qwen2, SmolLM2)
+built from a Hugging Face model's weights, over a KV cache of fixed slots.
+
+One decode step runs every sequence of the model together, each at its own position and each
+with its own LoRA adapter or none: the base weights are read once for the whole batch, which is
+what decoding on a CPU is bound by. The projections are fused (q/k/v in one matrix, gate/up in
+another), the cache is written in place, and no work is done that a decode step does not need
+(no masks built from scratch per layer, no cache concatenation), so a step costs little more
+than reading the weights."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need
+
+
+class UnsupportedModel(ValueError):
+    pass
+
+
+def supports(folder: Path) -> bool:
+    config = json.loads((folder / "config.json").read_text())
+    return config.get("model_type") in SUPPORTED_TYPES and config.get("hidden_act", "silu") == "silu"
+
+
+@dataclass
+class _Layer:
+    ln1: torch.Tensor
+    ln2: torch.Tensor
+    qkv: torch.Tensor  # [q + k + v outputs, hidden]
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    gate_up: torch.Tensor  # [2 * intermediate, hidden]
+    down: torch.Tensor
+
+
+@dataclass
+class _LoraPair:
+    a: torch.Tensor  # [rank (summed over fused projections), in]
+    b: torch.Tensor  # [out, rank], the LoRA scale folded in
+
+
+class Adapter:
+    """A PEFT LoRA adapter in the decoder's fused layout: per layer and projection group
+    ("qkv", "o", "gate_up", "down") one low-rank pair, None where the adapter has none."""
+
+    def __init__(self, folder: Path, decoder: Decoder):
+        from safetensors.torch import load_file
+
+        config = json.loads((folder / "adapter_config.json").read_text())
+        rank, alpha = config["r"], config["lora_alpha"]
+        scale = alpha / (rank ** 0.5) if config.get("use_rslora") else alpha / rank
+        weights = load_file(folder / "adapter_model.safetensors")
+        by_module: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+        for key, tensor in weights.items():
+            parts = key.split(".")
+            if "layers" not in parts or parts[-2] not in ("lora_A", "lora_B"):
+                raise UnsupportedModel(f"adapter weight {key} is not a LoRA matrix of a decoder layer")
+            layer = int(parts[parts.index("layers") + 1])
+            by_module.setdefault((layer, parts[-3]), {})[parts[-2]] = tensor.float()
+        groups = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",),
+                  "gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+        self.layers: list[dict[str, _LoraPair | None]] = []
+        for index in range(len(decoder.layers)):
+            fused = {}
+            for group, modules in groups.items():
+                sizes = [decoder.out_features[m] for m in modules]
+                present = [(i, by_module.get((index, m))) for i, m in enumerate(modules)]
+                present = [(i, pair) for i, pair in present if pair]
+                if not present:
+                    fused[group] = None
+                    continue
+                a = torch.cat([pair["lora_A"] for _, pair in present])
+                b = torch.zeros(sum(sizes), a.shape[0])
+                column = 0
+                for i, pair in present:  # block-diagonal: each projection's B reads its own A rows
+                    start, r = sum(sizes[:i]), pair["lora_A"].shape[0]
+                    b[start:start + sizes[i], column:column + r] = pair["lora_B"] * scale
+                    column += r
+                fused[group] = _LoraPair(a.to(decoder.dtype).to(decoder.device), b.to(decoder.dtype).to(decoder.device))
+            self.layers.append(fused)
+        self.bytes = sum(p.a.numel() * p.a.element_size() + p.b.numel() * p.b.element_size()
+                         for layer in self.layers for p in layer.values() if p is not None)
+
+
+class Decoder:
+    def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device):
+        from transformers import AutoModelForCausalLM
+
+        if not supports(folder):
+            raise UnsupportedModel(f"{folder.name}: the decoder serves Llama-family models ({', '.join(SUPPORTED_TYPES)})")
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        cfg = model.config
+        self.dtype, self.device = dtype, device
+        self.heads, self.kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        self.hidden = cfg.hidden_size
+        self.eps = cfg.rms_norm_eps
+        self.context = getattr(cfg, "max_position_embeddings", 2048)
+
+        def prepared(t: torch.Tensor) -> torch.Tensor:
+            return t.detach().to(dtype).to(device).contiguous()
+
+        self.layers = []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            biases = [p.bias for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
+            self.layers.append(_Layer(
+                ln1=prepared(layer.input_layernorm.weight), ln2=prepared(layer.post_attention_layernorm.weight),
+                qkv=prepared(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
+                qkv_bias=prepared(torch.cat(biases)) if all(b is not None for b in biases) else None,
+                o=prepared(attn.o_proj.weight),
+                gate_up=prepared(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])), down=prepared(mlp.down_proj.weight)))
+        first = model.model.layers[0]
+        self.out_features = {name: getattr(module, name).out_features for module in (first.self_attn, first.mlp)
+                             for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+                             if hasattr(module, name)}
+        self.embed = prepared(model.model.embed_tokens.weight)
+        self.norm = prepared(model.model.norm.weight)
+        self.lm_head = self.embed if cfg.tie_word_embeddings else prepared(model.lm_head.weight)
+        rotary = model.model.rotary_emb  # its inv_freq carries the model's RoPE scaling, whatever its kind
+        self.inv_freq = rotary.inv_freq.float().to(device)
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.vocab = self.lm_head.shape[0]
+        self.weight_bytes = sum(p.numel() * p.element_size() for layer in self.layers for p in
+                                (layer.qkv, layer.o, layer.gate_up, layer.down)) + 2 * self.embed.numel() * self.embed.element_size()
+        del model
+        self.slots, self.capacity = 0, 0
+        self._grow(INITIAL_SLOTS, INITIAL_CAPACITY)
+
+    # the KV cache ------------------------------------------------------------------------------
+    def _grow(self, slots: int, capacity: int) -> None:
+        slots, capacity = max(slots, self.slots), min(max(capacity, self.capacity), self.context)
+        if (slots, capacity) == (self.slots, self.capacity):
+            return
+        shape = (len(self.layers), slots, self.kv_heads, capacity, self.head_dim)
+        keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        values = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self.slots:
+            keys[:, :self.slots, :, :self.capacity] = self.keys
+            values[:, :self.slots, :, :self.capacity] = self.values
+        self.keys, self.values, self.slots, self.capacity = keys, values, slots, capacity
+        positions = torch.arange(capacity, device=self.device).float()
+        angles = torch.outer(positions, self.inv_freq)
+        angles = torch.cat([angles, angles], dim=-1)
+        self.cos = (angles.cos() * self.rope_scale).to(self.dtype)
+        self.sin = (angles.sin() * self.rope_scale).to(self.dtype)
+
+    def reserve(self, slot: int, length: int) -> None:
+        """Make room for `length` positions in `slot` (capacity doubles, up to the context)."""
+        slots = self.slots * 2 if slot >= self.slots else self.slots
+        capacity = self.capacity
+        while capacity < length:
+            capacity *= 2
+        self._grow(max(slots, slot + 1), capacity)
+
+    # forward -----------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def prefill(self, slot: int, ids: list[int], adapter: Adapter | None, *, all_logits: bool = False) -> torch.Tensor:
+        """Run a prompt into `slot`; the logits of its last position ([1, vocab]) or of every one."""
+        self.reserve(slot, len(ids))
+        tokens = torch.tensor([ids], device=self.device)
+        positions = torch.arange(len(ids), device=self.device)
+        hidden = self._layers(tokens, positions[None], torch.tensor([slot], device=self.device),
+                              [(adapter, None)], prefill=True)
+        return self._logits(hidden[0] if all_logits else hidden[0, -1:])
+
+    @torch.inference_mode()
+    def decode(self, tokens: list[int], positions: list[int], adapters: list[tuple[Adapter | None, list[int]]]) -> torch.Tensor:
+        """One step for slots 0..len(tokens)-1 (a free slot gets a placeholder token): each slot
+        takes its token at its position and attends to its own cache. adapters: (adapter, slot
+        rows using it). Returns logits [slots, vocab]."""
+        ids = torch.tensor(tokens, device=self.device)[:, None]
+        where = torch.tensor(positions, device=self.device)
+        groups = [(adapter, torch.tensor(rows, device=self.device)) for adapter, rows in adapters if adapter is not None]
+        hidden = self._layers(ids, where[:, None], torch.arange(len(tokens), device=self.device), groups, prefill=False)
+        return self._logits(hidden[:, -1])
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.rms_norm(hidden, (self.hidden,), self.norm, self.eps), self.lm_head).float()
+
+    def _layers(self, ids, positions, slots, adapters, *, prefill: bool) -> torch.Tensor:
+        batch, length = ids.shape
+        heads, kv, dim = self.heads, self.kv_heads, self.head_dim
+        x = self.embed[ids]
+        cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [batch, 1, length, dim]
+        if prefill:
+            span = slice(0, length)
+            mask = None
+        else:
+            span = slice(0, int(positions.max()) + 1)
+            mask = (torch.arange(span.stop, device=self.device)[None] <= positions)[:, None, None]
+        rows = slots[:, None]
+        for index, layer in enumerate(self.layers):
+            lora = [(a.layers[index] if a is not None else None, r) for a, r in adapters]
+            h = F.rms_norm(x, (self.hidden,), layer.ln1, self.eps)
+            qkv = self._linear(h, layer.qkv, lora, "qkv", layer.qkv_bias).view(batch, length, heads + 2 * kv, dim)
+            qkv = qkv.transpose(1, 2)
+            qk = qkv[:, :heads + kv]
+            first, second = qk.chunk(2, dim=-1)
+            qk = qk * cos + torch.cat([-second, first], dim=-1) * sin
+            q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv:]
+            if prefill:
+                self.keys[index, slots, :, span] = k
+                self.values[index, slots, :, span] = v
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:
+                self.keys[index, rows, :, positions] = k.transpose(1, 2)
+                self.values[index, rows, :, positions] = v.transpose(1, 2)
+                out = F.scaled_dot_product_attention(q, self.keys[index, :batch, :, span], self.values[index, :batch, :, span],
+                                                     attn_mask=mask, enable_gqa=True)
+            x = x + self._linear(out.transpose(1, 2).reshape(batch, length, heads * dim), layer.o, lora, "o")
+            h = F.rms_norm(x, (self.hidden,), layer.ln2, self.eps)
+            gate, up = self._linear(h, layer.gate_up, lora, "gate_up").chunk(2, dim=-1)
+            x = x + self._linear(F.silu(gate) * up, layer.down, lora, "down")
+        return x
+
+    @staticmethod
+    def _linear(x, weight, lora, group: str, bias=None) -> torch.Tensor:
+        out = F.linear(x, weight, bias)
+        for layer, rows in lora:
+            pair = layer[group] if layer is not None else None
+            if pair is None:
+                continue
+            if rows is None or rows.numel() == x.shape[0]:
+                out = out + F.linear(F.linear(x, pair.a), pair.b)
+            else:
+                out.index_add_(0, rows, F.linear(F.linear(x[rows], pair.a), pair.b))
+        return out
