@@ -4,6 +4,9 @@ errors for bad requests."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import openai
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
@@ -93,3 +96,37 @@ def test_bad_requests_get_openais_errors(client, options, param, code):
     with pytest.raises(error) as caught:
         chat(client, **options)
     assert caught.value.body["param"] == param and caught.value.body["code"] == code
+
+
+def test_simultaneous_streams_are_decoded_together(client):
+    """Four streams started at once all produce their first tokens before any of them ends: they
+    are decoded together, not queued one after another."""
+    spans: dict[int, tuple[float, float, int]] = {}
+
+    def run(seed: int) -> None:
+        times = [time.perf_counter() for c in chat(client, seed=seed, temperature=1.0, max_tokens=150, stream=True)
+                 if c.choices and c.choices[0].delta.content]
+        spans[seed] = (times[0], times[-1], len(times))
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    long_ones = [span for span in spans.values() if span[2] >= 50]  # a stream may end early on its own
+    assert len(long_ones) >= 2, spans
+    assert max(first for first, _, _ in long_ones) < min(last for _, last, _ in long_ones)
+
+
+def test_the_api_answers_while_a_job_trains(client):
+    from tests.api.test_errors import upload
+
+    job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client).id,
+                                         hyperparameters={"n_epochs": 50, "batch_size": 1})
+    deadline = time.time() + 60
+    while client.fine_tuning.jobs.retrieve(job.id).status != "running":
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert chat(client, temperature=0).choices[0].message.content is not None
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"  # both at once
+    client.fine_tuning.jobs.cancel(job.id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 import openai
 import pytest
@@ -101,3 +102,19 @@ def test_classification_metrics_need_prompt_completion_data(client):
                                          extra_body={"compute_classification_metrics": True, "classification_n_classes": 3})
     job = wait_until_finished(client, job.id)
     assert job.status == "failed" and job.error.code == "invalid_training_file"
+
+
+def test_the_guides_classifier_recipe_answers_with_one_token_and_its_logprobs(client):
+    """Spec 003: a prompt/completion classifier is asked with max_tokens=1 and logprobs=2."""
+    job = train(client, model=TINY_MODEL, training_file=sentiment_file(client).id,
+                seed=1, hyperparameters={"n_epochs": 20, "batch_size": 2, "training_type": "full",
+                                         "learning_rate_multiplier": 60})  # 3e-3: the tiny model learns slowly
+    for text, label in SENTIMENT:
+        answer = client.completions.create(model=job.fine_tuned_model, prompt=f"Review: {text}\n\n###\n\n",
+                                           max_tokens=1, logprobs=2, temperature=0)
+        choice = answer.choices[0]
+        assert choice.text == label and choice.finish_reason == "length"
+        top = choice.logprobs.top_logprobs[0]
+        assert len(top) == 2 and next(iter(top)) == label  # likeliest first
+        assert choice.logprobs.tokens == [label] and choice.logprobs.token_logprobs[0] == pytest.approx(top[label])
+        assert math.exp(top[label]) > 0.9

@@ -4,6 +4,7 @@ beside them, and the least recently used adapters leave memory under a small bud
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from transformers import AutoModelForCausalLM
 from tests.training.test_sft import PAIRS, train
 from tunery.data.render import render_generation_prompt
 from tunery.inference.decoder import Adapter, Decoder
-from tunery.inference.engine import Engine, SamplingParams
+from tunery.inference.engine import Engine, Finished, SamplingParams
 
 ANIMALS = ["cat", "dog", "owl", "fox"]
 GREEDY = SamplingParams(max_tokens=3, temperature=0)
@@ -90,4 +91,19 @@ def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_d
     engine.forget(fruits)
     ask(None)
     assert engine.cached() == []
+    engine.close()
+
+
+def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir):
+    engine = Engine(device="cpu", dtype="float32")
+    stream = engine.submit(tiny_model_dir, None, [[5, 6, 7]], SamplingParams(max_tokens=900, temperature=1.0))
+    first = next(iter(stream))
+    assert first.text
+    stream.close()  # what the API does when the client goes away mid-stream
+    deadline = time.time() + 10
+    while engine.busy():
+        assert time.time() < deadline, "the sequence kept decoding"
+        time.sleep(0.01)
+    events = list(stream)  # the stream ends without a Finished event
+    assert not any(isinstance(e, Finished) for e in events)
     engine.close()

@@ -215,6 +215,11 @@ class Engine:
         with self._wake:
             self._closed = True
             self._wake.notify()
+        self._thread.join(timeout=60)
+
+    def busy(self) -> int:
+        """Sequences being decoded or waiting to be."""
+        return len(self._active) + len(self._waiting)
 
     # the engine thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -321,7 +326,10 @@ class Engine:
             sorted_probs, order = probs.sort(descending=True)
             keep = sorted_probs.cumsum(0) - sorted_probs < params.top_p  # the smallest set reaching top_p
             probs = torch.zeros_like(probs).scatter_(0, order[keep], sorted_probs[keep])
-        return int(torch.multinomial(probs, 1, generator=seq.generator))
+        # Inverse-CDF sampling: one random number (torch.multinomial costs ~10x more at this vocabulary size).
+        cdf = probs.cumsum(0, dtype=torch.float64)
+        point = torch.rand((), generator=seq.generator, dtype=torch.float64) * cdf[-1]
+        return min(int(torch.searchsorted(cdf, point, right=True)), len(cdf) - 1)
 
     def _logprob(self, seq: _Sequence, logits: torch.Tensor, token: int) -> TokenLogprob:
         logprobs = torch.log_softmax(logits.float(), dim=-1)

@@ -1,0 +1,50 @@
+"""Function calling end to end on the embedded SmolLM2 (slow): fine-tuned on the guide's
+get_current_weather examples, the model answers a question about a city it never saw with a
+tool call whose arguments are valid JSON, and `functions` requests get a `function_call`."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.api.test_errors import wait_until_finished
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "get_current_weather.jsonl"
+TOOL = json.loads(EXAMPLES.read_text().splitlines()[0])["tools"][0]
+SYSTEM = {"role": "system", "content": "You are a helpful assistant that looks up the weather."}
+
+
+@pytest.mark.slow
+def test_a_model_fine_tuned_on_tool_calls_calls_the_tool_for_a_new_city(start_server):
+    client = start_server(warm_up=True).client()
+    training = client.files.create(file=("weather.jsonl", io.BytesIO(EXAMPLES.read_bytes())), purpose="fine-tune")
+    job = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model="SmolLM2-135M-Instruct", training_file=training.id, seed=3).id, timeout=600)
+    assert job.status == "succeeded", job.error
+
+    for city in ("Lisbon", "Oslo"):  # not in the training examples
+        answer = client.chat.completions.create(
+            model=job.fine_tuned_model, tools=[TOOL], temperature=0,
+            messages=[SYSTEM, {"role": "user", "content": f"What's the weather like in {city}?"}])
+        choice = answer.choices[0]
+        assert choice.finish_reason == "tool_calls", choice.message
+        call = choice.message.tool_calls[0]
+        assert call.type == "function" and call.id and call.function.name == "get_current_weather"
+        arguments = json.loads(call.function.arguments)
+        assert city in arguments["location"] and arguments["format"] in ("celsius", "fahrenheit")
+
+    legacy = client.chat.completions.create(
+        model=job.fine_tuned_model, functions=[TOOL["function"]], temperature=0,
+        messages=[SYSTEM, {"role": "user", "content": "What's the weather like in Lisbon?"}])
+    assert legacy.choices[0].finish_reason == "function_call"
+    assert legacy.choices[0].message.function_call.name == "get_current_weather"
+
+    streamed = list(client.chat.completions.create(
+        model=job.fine_tuned_model, tools=[TOOL], temperature=0, stream=True,
+        messages=[SYSTEM, {"role": "user", "content": "What's the weather like in Lisbon?"}]))
+    calls = [d for c in streamed if c.choices for d in c.choices[0].delta.tool_calls or []]
+    assert calls and json.loads(calls[0].function.arguments)["location"].startswith("Lisbon")
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
