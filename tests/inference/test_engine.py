@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM
 
 from tests.training.test_sft import PAIRS, train
 from tunery.data.render import render_generation_prompt
-from tunery.inference.decoder import Adapter, Decoder
+from tunery.inference.decoder import Adapter, Decoder, UnsupportedModel
 from tunery.inference.engine import Engine, Finished, SamplingParams
 
 ANIMALS = ["cat", "dog", "owl", "fox"]
@@ -106,4 +106,17 @@ def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir):
         time.sleep(0.01)
     events = list(stream)  # the stream ends without a Finished event
     assert not any(isinstance(e, Finished) for e in events)
+    engine.close()
+
+
+def test_an_architecture_the_decoder_does_not_run_is_refused_before_anything_runs(tmp_path, smol_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    folder = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    engine = Engine(device="cpu", dtype="float32")
+    with pytest.raises(UnsupportedModel, match="tiny-gpt2"):
+        engine.submit(folder, None, [[5, 6]], GREEDY)
+    assert engine.busy() == 0
     engine.close()

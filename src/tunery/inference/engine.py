@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from tunery.inference.decoder import Adapter, Decoder, supports
+from tunery.inference.decoder import SUPPORTED_TYPES, Adapter, Decoder, UnsupportedModel, supports
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 1024  # when a request names no limit (the context window still bounds it)
@@ -186,7 +186,11 @@ class Engine:
     def submit(self, base: Path, adapter: Path | None, prompts: list[list[int]], params: SamplingParams,
                n: int = 1) -> Stream:
         """Generate n completions of each prompt (indexes prompt * n + choice). Raises
-        ContextLengthExceeded before anything runs."""
+        ContextLengthExceeded or UnsupportedModel before anything runs."""
+        folder = _split(base, adapter)[0]
+        if not supports(folder):
+            raise UnsupportedModel(f"{folder.name}: the serving engine runs Llama-family models "
+                                   f"({', '.join(SUPPORTED_TYPES)}) only, for now")
         context = self.context_length(base, adapter)
         sequences, stream = [], Stream(len(prompts) * n)
         for p, prompt in enumerate(prompts):
@@ -392,8 +396,6 @@ class Engine:
         return model
 
     def _decoder(self, folder: Path) -> Decoder:
-        if not supports(folder):
-            raise ValueError(f"the serving engine does not run {folder.name}'s architecture")
         return Decoder(folder, dtype=self.dtype, device=self.device)
 
     def _evict(self) -> None:

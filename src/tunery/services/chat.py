@@ -12,6 +12,7 @@ from tunery.data.render import render_generation_prompt
 from tunery.data.tools import parse_tool_calls
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
+from tunery.inference.decoder import UnsupportedModel
 from tunery.inference.engine import ContextLengthExceeded, Delta, Engine, Finished, Stream
 from tunery.inference.engine import TokenLogprob as EngineLogprob
 from tunery.protocol.chat import (
@@ -31,7 +32,7 @@ from tunery.protocol.chat import (
     Usage,
 )
 from tunery.protocol.completions import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
-from tunery.services.models import ModelsService
+from tunery.services.models import ModelsService, ResolvedModel
 from tunery.services.sampling import sampling_params
 
 
@@ -73,10 +74,7 @@ class ChatService:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
         prompt = render_generation_prompt(tokenizer, messages, specs if offered else None)
-        try:
-            stream = self.engine.submit(model.base_path, model.adapter_path, [prompt], params, request.n or 1)
-        except ContextLengthExceeded as exc:
-            raise InvalidRequest(str(exc), param="messages", code="context_length_exceeded") from None
+        stream = self._submit(model, [prompt], params, request.n or 1, "messages")
         return ChatRun(request, stream, offered and bool(specs), bool(request.functions) and not request.tools,
                        new_id("chatcmpl"), now())
 
@@ -133,10 +131,7 @@ class ChatService:
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # as training tokenized them
         if any(not i for i in ids):
             raise InvalidRequest("prompt must not be empty.", param="prompt")
-        try:
-            stream = self.engine.submit(model.base_path, model.adapter_path, ids, params, request.n or 1)
-        except ContextLengthExceeded as exc:
-            raise InvalidRequest(str(exc), param="prompt", code="context_length_exceeded") from None
+        stream = self._submit(model, ids, params, request.n or 1, "prompt")
         return CompletionRun(request, stream, prompts, new_id("cmpl"), now())
 
     async def completion(self, run: CompletionRun) -> Completion:
@@ -177,6 +172,14 @@ class ChatService:
         if run.request.stream_options and run.request.stream_options.include_usage:
             yield Completion(id=run.id, created=run.created, model=run.request.model, choices=[], usage=_usage(finished, run.request.n or 1))
 
+    def _submit(self, model: ResolvedModel, prompts: list[list[int]], params, n: int, param: str) -> Stream:
+        try:
+            return self.engine.submit(model.base_path, model.adapter_path, prompts, params, n)
+        except ContextLengthExceeded as exc:
+            raise InvalidRequest(str(exc), param=param, code="context_length_exceeded") from None
+        except UnsupportedModel as exc:
+            raise InvalidRequest(str(exc), param="model", code="model_not_supported") from None
+
     @staticmethod
     def _legacy_logprobs(run: CompletionRun, f: Finished, prompt: str) -> CompletionLogprobs | None:
         if run.request.logprobs is None:
@@ -186,22 +189,18 @@ class ChatService:
 
 
 def _join_echo(run: CompletionRun, f: Finished, prompt: str, generated: CompletionLogprobs) -> CompletionLogprobs:
-    """Echo: the prompt's tokens first (its first token has no logprob: nothing came before it)."""
-    tokenizer_free = [t for t in f.prompt_logprobs if t is not None]
-    tokens, offsets = [], []
-    # The prompt's tokens after the first come with their entries; the first is the text before them.
-    rest = sum(len(t.token) for t in tokenizer_free)
-    first = prompt[:max(0, len(prompt) - rest)]
-    tokens.append(first)
-    offsets.append(0)
-    position = len(first)
-    for t in tokenizer_free:
+    """Echo: the prompt's tokens first. Its first token has no logprob (nothing came before it);
+    its text is what the prompt holds before the tokens that follow."""
+    scored = [t for t in f.prompt_logprobs if t is not None]
+    first = prompt[:max(0, len(prompt) - sum(len(t.token) for t in scored))]
+    tokens, offsets, position = [first], [0], len(first)
+    for t in scored:
         tokens.append(t.token)
         offsets.append(position)
         position += len(t.token)
-    top = [None] + [{x[0]: x[1] for x in t.top[:run.request.logprobs]} for t in tokenizer_free]
+    top = [None] + [{x[0]: x[1] for x in t.top[:run.request.logprobs]} for t in scored]
     return CompletionLogprobs(tokens=tokens + generated.tokens,
-                              token_logprobs=[None] + [t.logprob for t in tokenizer_free] + generated.token_logprobs,
+                              token_logprobs=[None] + [t.logprob for t in scored] + generated.token_logprobs,
                               top_logprobs=top + generated.top_logprobs, text_offset=offsets + generated.text_offset)
 
 
