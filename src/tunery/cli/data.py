@@ -41,11 +41,17 @@ def validate(
     data_dir: DataDir = None,
 ) -> None:
     """Check a training file as a fine-tuning job would, with token statistics; exit 1 on errors."""
-    if not file.is_file():
-        fail(f"{file}: no such file")
     catalog = Catalog(BlobStore(settings(data_dir=data_dir).data_dir))
     if not catalog.exists(model):
         fail(f"unknown base model {model!r}; known: {', '.join(catalog.names())}")
+    report = check_file(file, model, catalog, estimate=estimate, as_json=as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def check_file(file: Path, model: str, catalog: Catalog, *, estimate: bool = False, as_json: bool = False) -> Report:
+    """The `tunery validate` report on a file, printed; `tunery jobs create` shows it too."""
+    if not file.is_file():
+        fail(f"{file}: no such file")
     report = Report()
     stats = token_stats(file, catalog.tokenizer(model), catalog.context_length(model), report)
     finish_report(report)
@@ -57,7 +63,7 @@ def validate(
         typer.echo(json.dumps(report.as_dict() | {"model": model, "stats": stats.as_dict()}, indent=2))
     else:
         _print_report(file, model, report, stats)
-    raise typer.Exit(0 if report.ok else 1)
+    return report
 
 
 def prepare_data(
@@ -107,12 +113,9 @@ def _announce(accept):
 
 
 def _print_usage(paths: list[Path], prepared, to_chat: bool) -> None:
-    valid = f', validation_file=client.files.create(file=open("{paths[1]}", "rb"), purpose="fine-tune").id' \
-        if len(paths) > 1 else ""
-    typer.echo(f"\nCheck it with:\n> tunery validate {paths[0]}\n\nNow use it when fine-tuning (the openai client, "
-               f"with base_url pointed at tunery):\n"
-               f'> file = client.files.create(file=open("{paths[0]}", "rb"), purpose="fine-tune")\n'
-               f'> client.fine_tuning.jobs.create(training_file=file.id, model="{EMBEDDED_MODEL}"{valid})')
+    valid = f" -v {paths[1]}" if len(paths) > 1 else ""
+    typer.echo(f"\nCheck it with:\n> tunery validate {paths[0]}\n\nNow use it when fine-tuning:\n"
+               f"> tunery jobs create -t {paths[0]}{valid} -m {EMBEDDED_MODEL} --follow")
     if len(paths) > 1:
         n_classes, positive = classification_classes(prepared.data)
         typer.echo(f"\nThis is a classification task with {n_classes} classes"
