@@ -78,6 +78,12 @@ def test_a_conversation_with_tool_calls_and_results_is_answered(client):
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'}]
     answer = chat(client, messages=messages, tools=tools, temperature=0)
     assert answer.choices[0].finish_reason in ("stop", "length", "tool_calls")
+    with pytest.raises(openai.BadRequestError) as caught:
+        chat(client, tools=tools, tool_choice={"type": "function", "function": {"name": "get_time"}})
+    assert caught.value.body["param"] == "tool_choice"
+    # A demanded call: the answer starts as one (the tiny model then writes what it will).
+    forced = chat(client, tools=tools, tool_choice="required", temperature=0).choices[0]
+    assert forced.finish_reason == "tool_calls" or forced.message.content.startswith('<tool_call>\n{"name": "')
 
 
 @pytest.mark.parametrize("options, param, code", [

@@ -42,6 +42,15 @@ def test_a_model_fine_tuned_on_tool_calls_calls_the_tool_for_a_new_city(start_se
     assert legacy.choices[0].finish_reason == "function_call"
     assert legacy.choices[0].message.function_call.name == "get_current_weather"
 
+    # A demanded call comes even for a question the examples never asked.
+    for choice in ({"type": "function", "function": {"name": "get_current_weather"}}, "required"):
+        forced = client.chat.completions.create(
+            model=job.fine_tuned_model, tools=[TOOL], temperature=0, tool_choice=choice,
+            messages=[SYSTEM, {"role": "user", "content": "I am going to Lisbon tomorrow."}]).choices[0]
+        assert forced.finish_reason == "tool_calls", forced.message
+        assert forced.message.tool_calls[0].function.name == "get_current_weather"
+        assert "location" in json.loads(forced.message.tool_calls[0].function.arguments)
+
     streamed = list(client.chat.completions.create(
         model=job.fine_tuned_model, tools=[TOOL], temperature=0, stream=True,
         messages=[SYSTEM, {"role": "user", "content": "What's the weather like in Lisbon?"}]))

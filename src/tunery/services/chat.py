@@ -5,11 +5,12 @@ when streamed. Everything that can be refused is refused before generation start
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from tunery.data.render import render_generation_prompt
-from tunery.data.tools import parse_tool_calls
+from tunery.data.tools import TOOL_CALL_OPEN, parse_tool_calls, template_renders_tools
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
 from tunery.inference.decoder import UnsupportedModel
@@ -45,6 +46,7 @@ class ChatRun:
     legacy_functions: bool  # `functions` (not `tools`): a call comes back as `function_call`
     id: str
     created: int
+    forced: str = ""  # the start of a call the request demanded (tool_choice), written for the model
 
 
 @dataclass
@@ -74,9 +76,12 @@ class ChatService:
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
         tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
         prompt = render_generation_prompt(tokenizer, messages, specs if offered else None)
+        forced = _forced_call(request, specs, tokenizer) if offered and specs else ""
+        if forced:  # the answer starts as a call: the model writes the rest
+            prompt = prompt + tokenizer(forced, add_special_tokens=False)["input_ids"]
         stream = self._submit(model, [prompt], params, request.n or 1, "messages")
         return ChatRun(request, stream, offered and bool(specs), bool(request.functions) and not request.tools,
-                       new_id("chatcmpl"), now())
+                       new_id("chatcmpl"), now(), forced)
 
     async def chat(self, run: ChatRun) -> ChatCompletion:
         finished = await _finished(run.stream)
@@ -243,13 +248,31 @@ def _message(run: ChatRun, text: str, reason: str) -> tuple[ChatMessageOut, str]
     """The assistant's message: its text, or the calls it made when tools were offered."""
     if not run.offers_tools:
         return ChatMessageOut(content=text), reason
-    content, calls = parse_tool_calls(text)
-    if not calls:
-        return ChatMessageOut(content=text), reason
+    content, calls = parse_tool_calls(run.forced + text)
+    if not calls:  # no well-formed call: the text as written (a demanded call's start included)
+        return ChatMessageOut(content=run.forced + text), reason
     if run.legacy_functions:
         return ChatMessageOut(content=content or None, function_call=FunctionCall(**calls[0])), "function_call"
     return ChatMessageOut(content=content or None, tool_calls=[
         ToolCall(id=new_id("call"), function=FunctionCall(**call)) for call in calls]), "tool_calls"
+
+
+def _forced_call(request: ChatCompletionRequest, specs: list[dict], tokenizer) -> str:
+    """The text an answer must start with when the request demands a call: `tool_choice`
+    "required" or a named function (or legacy `function_call` {"name"}). Only for the text
+    convention of tools; a template with its own tool format is left to the model."""
+    if template_renders_tools(tokenizer.chat_template):
+        return ""
+    choice = request.tool_choice if request.tools else request.function_call
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if "function" in choice else choice.get("name")
+        if name not in {spec.get("name") for spec in specs}:
+            raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools given.",
+                                 param="tool_choice" if request.tools else "function_call")
+        return f'{TOOL_CALL_OPEN}\n{{"name": {json.dumps(name)}, "arguments": '
+    if choice == "required":
+        return f'{TOOL_CALL_OPEN}\n{{"name": "'
+    return ""
 
 
 def _call_delta(message: ChatMessageOut) -> ChunkDelta:
