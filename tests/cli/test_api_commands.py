@@ -91,8 +91,8 @@ def test_an_invalid_local_file_is_reported_and_nothing_is_uploaded(tunery, tmp_p
 
 
 def test_pause_resume_cancel_and_follow_a_cancelled_job(tunery):
-    file_id = tunery("files", "upload", str(MARV)).stdout.strip()
-    job_id = as_json(tunery("jobs", "create", "-t", file_id, "-m", TINY_MODEL, "--n-epochs", "50", "--json"))["id"]
+    # --json keeps standard output for the JSON: the local file's report goes to standard error.
+    job_id = as_json(tunery("jobs", "create", "-t", str(MARV), "-m", TINY_MODEL, "--n-epochs", "50", "--json"))["id"]
     assert as_json(tunery("jobs", "pause", job_id, "--json"))["status"] == "paused"
     assert "paused" in tunery("jobs", "follow", job_id).stdout  # follow stops at a pause, and says how to resume
     assert as_json(tunery("jobs", "resume", job_id, "--json"))["status"] in ("queued", "validating_files")

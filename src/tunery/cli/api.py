@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -81,11 +82,13 @@ def emit(obj: Any, as_json: bool, table: Table | str | None) -> None:
 
 
 def _when(timestamp: int | None) -> str:
-    return "" if timestamp is None else datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    return "" if timestamp is None else datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M")
 
 
 def _table(columns: list[str], rows: list[list[Any]]) -> Table:
-    table = Table(*columns)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in columns:  # a narrow terminal folds values onto more lines, never cuts them (ids are copied)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     return table
@@ -157,7 +160,7 @@ def _job_rows(jobs) -> Table:
                   [[j.id, j.model, j.status, j.fine_tuned_model, j.trained_tokens, _when(j.created_at)] for j in jobs])
 
 
-def _training_file(api, reference: str, model: str, label: str) -> str:
+def _training_file(api, reference: str, model: str, label: str, as_json: bool) -> str:
     """A file id as it is; a local path validated here first (as `tunery validate` does), then uploaded."""
     path = Path(reference)
     if not path.exists():
@@ -170,12 +173,13 @@ def _training_file(api, reference: str, model: str, label: str) -> str:
 
     catalog = Catalog(BlobStore(settings().data_dir))
     base = model.split(":")[1] if model.startswith("ft:") else model
-    report = check_file(path, base if catalog.exists(base) else EMBEDDED_MODEL, catalog)
+    notes = Console(stderr=True) if as_json else console  # --json: standard output holds the JSON alone
+    report = check_file(path, base if catalog.exists(base) else EMBEDDED_MODEL, catalog, console=notes)
     if not report.ok:
         fail(f"{path}: {report.error_count} errors; fix them before uploading (first: {report.errors[0]})")
     with path.open("rb") as handle:
         uploaded = api.files.create(file=(path.name, handle), purpose="fine-tune")
-    console.print(f"Uploaded {label} {path} as {uploaded.id}")
+    notes.print(f"Uploaded {label} {path} as {uploaded.id}")
     return uploaded.id
 
 
@@ -197,9 +201,9 @@ def jobs_create(
                                          ("learning_rate_multiplier", learning_rate_multiplier)) if v is not None}
     with api_errors():
         api = client(base_url, api_key)
-        options: dict[str, Any] = {"model": model, "training_file": _training_file(api, training_file, model, "training file")}
+        options: dict[str, Any] = {"model": model, "training_file": _training_file(api, training_file, model, "training file", as_json)}
         if validation_file:
-            options["validation_file"] = _training_file(api, validation_file, model, "validation file")
+            options["validation_file"] = _training_file(api, validation_file, model, "validation file", as_json)
         options |= {k: v for k, v in (("suffix", suffix), ("seed", seed)) if v is not None}
         if hyperparameters:
             options["hyperparameters"] = hyperparameters

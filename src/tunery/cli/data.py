@@ -48,8 +48,10 @@ def validate(
     raise typer.Exit(0 if report.ok else 1)
 
 
-def check_file(file: Path, model: str, catalog: Catalog, *, estimate: bool = False, as_json: bool = False) -> Report:
-    """The `tunery validate` report on a file, printed; `tunery jobs create` shows it too."""
+def check_file(file: Path, model: str, catalog: Catalog, *, estimate: bool = False, as_json: bool = False,
+               console: Console | None = None) -> Report:
+    """The `tunery validate` report on a file, printed (to `console`: `tunery jobs create --json`
+    keeps its standard output for JSON)."""
     if not file.is_file():
         fail(f"{file}: no such file")
     report = Report()
@@ -62,7 +64,7 @@ def check_file(file: Path, model: str, catalog: Catalog, *, estimate: bool = Fal
     if as_json:
         typer.echo(json.dumps(report.as_dict() | {"model": model, "stats": stats.as_dict()}, indent=2))
     else:
-        _print_report(file, model, report, stats)
+        _print_report(file, model, report, stats, console or Console())
     return report
 
 
@@ -128,8 +130,7 @@ def _print_usage(paths: list[Path], prepared, to_chat: bool) -> None:
         typer.echo(f"Pass stop=[{json.dumps(prepared.stop)}] so that generated text ends at the expected place.")
 
 
-def _print_report(file: Path, model: str, report: Report, stats: TokenStats) -> None:
-    console = Console()
+def _print_report(file: Path, model: str, report: Report, stats: TokenStats, console: Console) -> None:
     console.print(f"[bold]{file}[/]: {report.format or 'unknown'} format, {report.examples} valid examples "
                   f"(tokens counted with {model}, context {stats.context_length})")
     for title, problems, count, style in (("Errors", report.errors, report.error_count, "red"),
