@@ -27,6 +27,10 @@ def serve(
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.StreamHandler()  # tunery's own lines (faults with their request ids, serving notes)
+    handler.setFormatter(logging.Formatter("%(asctime)s api %(levelname)s %(message)s"))
+    logging.getLogger("tunery").addHandler(handler)
+    logging.getLogger("tunery").setLevel(logging.INFO)
     api = create_app(settings)
     key = api.state.container.organizations.default_key()
     base_url = f"http://{settings.host}:{settings.port}/v1"

@@ -295,6 +295,7 @@ class Engine:
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
         """Sample the next token of seq, send what text is final, and end it when it is done."""
         if seq.stream.cancelled:
+            log.info("generation stopped after %d tokens: its caller went away", len(seq.generated))
             return self._end(seq, None)
         token = self._sample(seq, logits)
         tokenizer = seq.model.tokenizer
