@@ -91,7 +91,6 @@ class Stream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._async: asyncio.Queue | None = None
         self._lock = threading.Lock()
-        self._backlog: list[Any] = []
 
     def put(self, event: Any) -> None:
         with self._lock:
