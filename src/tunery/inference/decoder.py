@@ -25,8 +25,8 @@ class UnsupportedModel(ValueError):
     pass
 
 
-def supports(folder: Path) -> bool:
-    config = json.loads((folder / "config.json").read_text())
+def supports(config: dict) -> bool:
+    """Whether a model's config.json describes an architecture the decoder runs."""
     return config.get("model_type") in SUPPORTED_TYPES and config.get("hidden_act", "silu") == "silu"
 
 
@@ -94,7 +94,7 @@ class Decoder:
     def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device):
         from transformers import AutoModelForCausalLM
 
-        if not supports(folder):
+        if not supports(json.loads((folder / "config.json").read_text())):
             raise UnsupportedModel(f"{folder.name}: the decoder serves Llama-family models ({', '.join(SUPPORTED_TYPES)})")
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         cfg = model.config
@@ -129,8 +129,9 @@ class Decoder:
         self.inv_freq = rotary.inv_freq.float().to(device)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         self.vocab = self.lm_head.shape[0]
-        self.weight_bytes = sum(p.numel() * p.element_size() for layer in self.layers for p in
-                                (layer.qkv, layer.o, layer.gate_up, layer.down)) + 2 * self.embed.numel() * self.embed.element_size()
+        matrices = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        matrices += [self.embed] if self.lm_head is self.embed else [self.embed, self.lm_head]
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in matrices)
         del model
         self.slots, self.capacity = 0, 0
         self._grow(INITIAL_SLOTS, INITIAL_CAPACITY)

@@ -85,7 +85,8 @@ class Stream:
     sequences, then None. Iterate it (blocking) or `async for` it; close() stops generation."""
 
     def __init__(self, size: int):
-        self.size = size
+        self.size = size  # its sequences
+        self.remaining = size  # not finished yet (the engine thread counts down)
         self.cancelled = False
         self._sync: queue.Queue = queue.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,6 +129,7 @@ class _Model:
 
     def __init__(self, decoder: Decoder, tokenizer, adapter: Adapter | None = None):
         self.decoder, self.tokenizer, self.adapter = decoder, tokenizer, adapter
+        self.end_tokens = _end_tokens(tokenizer)
         self.in_use = 0
 
 
@@ -161,6 +163,8 @@ class Engine:
         self._bases: dict[Path, _Model] = {}
         self._cached: OrderedDict[Path, _Model] = OrderedDict()  # adapters and full fine-tuned models, LRU first
         self._tokenizers: dict[Path, Any] = {}
+        self._configs: dict[Path, dict[str, Any]] = {}
+        self._loading = threading.Lock()
         self._waiting: list[_Sequence] = []
         self._forgotten: list[Path] = []
         self._active: list[_Sequence] = []
@@ -171,23 +175,32 @@ class Engine:
 
     # what callers use --------------------------------------------------------------------------
     def tokenizer(self, base: Path, adapter: Path | None = None):
-        folder = _weights_folder(base, adapter)
-        if folder not in self._tokenizers:
-            from transformers import AutoTokenizer
+        """The model's tokenizer, loaded once; requests' threads and the engine thread share it
+        (they only encode and decode, which leave it unchanged)."""
+        folder = _split(base, adapter)[0]
+        with self._loading:  # transformers' first import and a tokenizer's load are not thread-safe
+            if folder not in self._tokenizers:
+                from transformers import AutoTokenizer
 
-            self._tokenizers[folder] = AutoTokenizer.from_pretrained(folder)
-        return self._tokenizers[folder]
+                self._tokenizers[folder] = AutoTokenizer.from_pretrained(folder)
+            return self._tokenizers[folder]
 
     def context_length(self, base: Path, adapter: Path | None = None) -> int:
-        config = json.loads((_weights_folder(base, adapter) / "config.json").read_text())
-        return config.get("max_position_embeddings", 2048)
+        return self._config(_split(base, adapter)[0]).get("max_position_embeddings", 2048)
+
+    def _config(self, folder: Path) -> dict[str, Any]:
+        """A model folder's config.json, read once (every request needs it)."""
+        with self._loading:
+            if folder not in self._configs:
+                self._configs[folder] = json.loads((folder / "config.json").read_text())
+            return self._configs[folder]
 
     def submit(self, base: Path, adapter: Path | None, prompts: list[list[int]], params: SamplingParams,
                n: int = 1) -> Stream:
         """Generate n completions of each prompt (indexes prompt * n + choice). Raises
         ContextLengthExceeded or UnsupportedModel before anything runs."""
         folder = _split(base, adapter)[0]
-        if not supports(folder):
+        if not supports(self._config(folder)):
             raise UnsupportedModel(f"{folder.name}: the serving engine runs Llama-family models "
                                    f"({', '.join(SUPPORTED_TYPES)}) only, for now")
         context = self.context_length(base, adapter)
@@ -298,7 +311,7 @@ class Engine:
             return self._end(seq, None)
         token = self._sample(seq, logits)
         tokenizer = seq.model.tokenizer
-        if token in _end_tokens(tokenizer):
+        if token in seq.model.end_tokens:
             return self._finish(seq, "stop")
         seq.generated.append(token)
         seq.counts[token] = seq.counts.get(token, 0) + 1
@@ -341,16 +354,17 @@ class Engine:
         top = []
         if seq.params.logprobs:
             values, ids = logprobs.topk(seq.params.logprobs)
-            top = [(*_token_text(tokenizer, i), v) for v, i in zip(values.tolist(), ids.tolist())]
-            top = [(text, value, raw) for text, raw, value in top]
+            for value, candidate in zip(values.tolist(), ids.tolist()):
+                candidate_text, candidate_bytes = _token_text(tokenizer, candidate)
+                top.append((candidate_text, value, candidate_bytes))
         text, raw = _token_text(tokenizer, token)
         return TokenLogprob(text, float(logprobs[token]), raw, top)
 
     def _finish(self, seq: _Sequence, reason: str, text: str | None = None) -> None:
+        """text: the completion as it ends (stop sequence cut off); None when it ended on an
+        end token, after a step whose text had no stop sequence."""
         if text is None:
             text = seq.model.tokenizer.decode(seq.generated, skip_special_tokens=True)
-        cut = _first_stop(text, seq.params.stop, 0)
-        text = text if cut is None else text[:cut]
         if len(text) > seq.sent:
             seq.stream.put(Delta(seq.index, text[seq.sent:], seq.pending))
         seq.logprobs.extend(seq.pending)
@@ -367,11 +381,11 @@ class Engine:
         stream = seq.stream
         if error is not None:
             stream.put(error)
-            stream.size = 0
+            stream.remaining = 0
             stream.cancelled = True  # its other sequences stop too
             return
-        stream.size -= 1
-        if stream.size == 0:
+        stream.remaining -= 1
+        if stream.remaining == 0:
             stream.put(None)
 
     # models ------------------------------------------------------------------------------------
@@ -384,18 +398,18 @@ class Engine:
             return self._cached[key]
         if not fine_tuned:
             if folder not in self._bases:
-                self._bases[folder] = _Model(self._decoder(folder), self.tokenizer(folder))
+                self._bases[folder] = _Model(self._new_decoder(folder), self.tokenizer(folder))
             if adapter is None:
                 return self._bases[folder]
             base = self._bases[folder]
             model = _Model(base.decoder, base.tokenizer, Adapter(adapter, base.decoder))
         else:
-            model = _Model(self._decoder(folder), self.tokenizer(folder))
+            model = _Model(self._new_decoder(folder), self.tokenizer(folder))
         self._cached[key] = model
         self._evict()
         return model
 
-    def _decoder(self, folder: Path) -> Decoder:
+    def _new_decoder(self, folder: Path) -> Decoder:
         return Decoder(folder, dtype=self.dtype, device=self.device)
 
     def _evict(self) -> None:
@@ -412,10 +426,6 @@ class Engine:
     def cached(self) -> list[Path]:
         """The fine-tuned models in memory (adapter or full model folders), least recently used first."""
         return list(self._cached)
-
-
-def _weights_folder(base: Path, adapter: Path | None) -> Path:
-    return base if adapter is None or (adapter / "adapter_config.json").exists() else adapter
 
 
 def _split(base: Path, adapter: Path | None) -> tuple[Path, Path | None, bool]:
@@ -444,19 +454,14 @@ def _cpu_has_bf16() -> bool:
     return " avx512_bf16" in flags or " amx_bf16" in flags
 
 
-_END_TOKENS: dict[int, set[int]] = {}
-
-
 def _end_tokens(tokenizer) -> set[int]:
-    key = id(tokenizer)
-    if key not in _END_TOKENS:
-        ends = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):  # chat templates' end-of-turn
-            token = tokenizer.convert_tokens_to_ids(name)
-            if isinstance(token, int) and token != tokenizer.unk_token_id:
-                ends.add(token)
-        _END_TOKENS[key] = ends
-    return _END_TOKENS[key]
+    """The tokens that end an answer: end of sequence, and the chat templates' end of turn."""
+    ends = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        token = tokenizer.convert_tokens_to_ids(name)
+        if isinstance(token, int) and token != tokenizer.unk_token_id:
+            ends.add(token)
+    return ends
 
 
 def _token_text(tokenizer, token: int) -> tuple[str, list[int]]:

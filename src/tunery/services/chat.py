@@ -104,7 +104,7 @@ class ChatService:
         def logprobs_of(tokens: list[EngineLogprob]) -> ChoiceLogprobs | None:
             return ChoiceLogprobs(content=[_chat_logprob(t) for t in tokens]) if run.request.logprobs else None
 
-        for index in range(run.stream.size):
+        for index in range(run.stream.size):  # every choice, even one already finished
             yield chunk(index, ChunkDelta(role="assistant", content=""))
         finished = []
         try:

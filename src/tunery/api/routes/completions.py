@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.api.sse import event_stream
@@ -14,7 +15,8 @@ router = APIRouter(tags=["completions"])
 
 @router.post("/completions", response_model=None)
 async def create(c: ContainerDep, org: OrgDep, body: CompletionRequest) -> Completion | StreamingResponse:
-    run = c.chat.start_completion(org.id, body)
+    # Checks, tokenizer and prompt are blocking work: off the event loop that serves every stream.
+    run = await run_in_threadpool(c.chat.start_completion, org.id, body)
     if body.stream:
         return event_stream(c.chat.completion_chunks(run))
     return await c.chat.completion(run)
