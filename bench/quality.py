@@ -19,7 +19,7 @@ from pathlib import Path
 
 from server import serve, wait_for
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1] / "examples" / "data"
 BASE = "SmolLM2-135M-Instruct"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from openai import OpenAI
 
@@ -41,8 +42,10 @@ def run(client: OpenAI, training_file: str, model: str = "SmolLM2-135M-Instruct"
             "seconds": time.time() - started}
 
 
+MARV_FILE = Path(__file__).parent / "data" / "marv.jsonl"
+
 if __name__ == "__main__":
-    result = run(OpenAI(), *sys.argv[1:3] if len(sys.argv) > 1 else ["../shared/data/marv.jsonl"])
+    result = run(OpenAI(), *sys.argv[1:3] if len(sys.argv) > 1 else [str(MARV_FILE)])
     for event in reversed(result["events"].data):
         print(event.message)
     print(f"{result['job'].fine_tuned_model}: {result['completion'].choices[0].message.content}")
