@@ -24,16 +24,17 @@ from tunery.config import Settings
 from tunery.data.render import render_generation_prompt
 from tunery.inference.engine import Delta, Engine, SamplingParams
 from tunery.storage import BlobStore
+from tunery.weights import Weights
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
 
 
-def engine_single(engine: Engine, folder, prompt: list[int], tokens: int) -> tuple[float, float]:
+def engine_single(engine: Engine, weights: Weights, prompt: list[int], tokens: int) -> tuple[float, float]:
     """(decode tokens/s after the first token, seconds to the first token)."""
     started = time.perf_counter()
     first = None
     count = 0
-    for event in engine.submit(folder, None, [prompt], SamplingParams(max_tokens=tokens, temperature=0)):
+    for event in engine.submit(weights, [prompt], SamplingParams(max_tokens=tokens, temperature=0)):
         if isinstance(event, Delta):
             first = first or time.perf_counter()
         if hasattr(event, "completion_tokens"):
@@ -42,11 +43,11 @@ def engine_single(engine: Engine, folder, prompt: list[int], tokens: int) -> tup
     return (count - 1) / (done - first), first - started
 
 
-def engine_concurrent(engine: Engine, folder, prompt: list[int], tokens: int, streams: int) -> float:
+def engine_concurrent(engine: Engine, weights: Weights, prompt: list[int], tokens: int, streams: int) -> float:
     results = []
 
     def one(seed: int) -> None:
-        finished = engine.submit(folder, None, [prompt], SamplingParams(max_tokens=tokens, temperature=0.8, seed=seed)).collect()
+        finished = engine.submit(weights, [prompt], SamplingParams(max_tokens=tokens, temperature=0.8, seed=seed)).collect()
         results.append(finished[0].completion_tokens)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(streams)]
@@ -98,13 +99,14 @@ def main() -> None:
     args = parser.parse_args()
     quiet_libraries()
     folder = Catalog(BlobStore(Settings().data_dir)).path(EMBEDDED_MODEL)
+    weights = Weights("base", folder)
     engine = Engine()
-    prompt = render_generation_prompt(engine.tokenizer(folder), PROMPT)
-    engine.submit(folder, None, [prompt], SamplingParams(max_tokens=4, temperature=0)).collect()  # load the weights
+    prompt = render_generation_prompt(engine.tokenizer(weights), PROMPT)
+    engine.submit(weights, [prompt], SamplingParams(max_tokens=4, temperature=0)).collect()  # load the weights
 
-    singles = [engine_single(engine, folder, prompt, args.tokens) for _ in range(args.repeats)]
+    singles = [engine_single(engine, weights, prompt, args.tokens) for _ in range(args.repeats)]
     single, first_token = max(s[0] for s in singles), min(s[1] for s in singles)
-    concurrent = max(engine_concurrent(engine, folder, prompt, args.tokens, 8) for _ in range(args.repeats))
+    concurrent = max(engine_concurrent(engine, weights, prompt, args.tokens, 8) for _ in range(args.repeats))
     plain = max(generate_speed(folder, prompt, args.tokens, torch.float32) for _ in range(args.repeats))
     same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype) for _ in range(args.repeats))
     llama_cpp = llama_cpp_speed(prompt, args.tokens)

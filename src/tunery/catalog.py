@@ -9,6 +9,8 @@ import math
 import logging
 from pathlib import Path
 
+from tunery.data.stats import TokenStats, check_file
+from tunery.data.validate import Report
 from tunery.storage.blobs import BlobStore
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
@@ -75,6 +77,11 @@ class Catalog:
             gguf = self._embedded_or_raise(name)
             config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         return int(getattr(config, "max_position_embeddings", DEFAULT_CONTEXT_LENGTH))
+
+    def check_file(self, name: str, path: Path) -> tuple[Report, TokenStats]:
+        """A training file checked against this base model (its tokenizer and context), as a job's
+        validation and `tunery validate` both check it."""
+        return check_file(path, self.tokenizer(name), self.context_length(name))
 
     def _embedded_or_raise(self, name: str) -> Path:
         gguf = _embedded_gguf() if name == EMBEDDED_MODEL else None

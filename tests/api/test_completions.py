@@ -8,7 +8,7 @@ import openai
 import pytest
 from openai.types import Completion
 
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL
 
 
 def test_a_list_of_prompts_gets_one_choice_each(client):

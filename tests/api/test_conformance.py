@@ -17,11 +17,8 @@ from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
-from tests.api.test_errors import wait_until_finished
-from tests.api.test_organizations import key_for
-from tests.conftest import SHARED_DATA, TINY_MODEL, _server_factory
+from tests.helpers import MARV, TINY_MODEL, key_for, server_factory, wait_until_finished
 
-MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
 UPLOAD_LIMIT = 100_000
 ENVELOPE_KEYS = {"message", "type", "param", "code"}
 QUICK = {"n_epochs": 1, "batch_size": 12}  # one step on the tiny model
@@ -29,7 +26,7 @@ QUICK = {"n_epochs": 1, "batch_size": 12}  # one step on the tiny model
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
-    start, servers = _server_factory(tmp_path_factory.mktemp("conformance"))
+    start, servers = server_factory(tmp_path_factory.mktemp("conformance"))
     yield start(base_models=(tiny_model_dir,), env={"TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
     for running in servers:
         running.stop()

@@ -11,8 +11,7 @@ import math
 import openai
 import pytest
 
-from tests.api.test_errors import upload, wait_until_finished
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL, upload, wait_until_finished
 
 SENTIMENT = [("I love it", " positive"), ("Great value", " positive"), ("Works perfectly", " positive"),
              ("Fantastic", " positive"), ("So happy with it", " positive"), ("Broke in a day", " negative"),

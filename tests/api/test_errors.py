@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-import time
 
 import openai
 import pytest
 
-from tests.conftest import SHARED_DATA, TINY_MODEL
-
-MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
-
-
-def upload(client, data: bytes = MARV, name: str = "train.jsonl"):
-    return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune")
+from tests.helpers import MARV, TINY_MODEL, upload, wait_until_finished
 
 
 def test_training_file_with_a_bad_line_is_refused_and_not_stored(client):
@@ -74,14 +66,6 @@ def test_request_validation_errors_use_the_envelope(client):
         client.chat.completions.create(model=TINY_MODEL, messages=[])
     assert caught.value.body["param"] == "messages"
     assert set(caught.value.body) == {"message", "type", "param", "code"}
-
-
-def wait_until_finished(client, job_id: str, timeout: float = 120):
-    deadline = time.time() + timeout
-    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in ("succeeded", "failed", "cancelled"):
-        assert time.time() < deadline, f"job still {job.status}"
-        time.sleep(0.2)
-    return job
 
 
 def test_a_file_failing_the_models_checks_fails_the_job_naming_the_line(client):

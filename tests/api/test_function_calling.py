@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.test_errors import wait_until_finished
+from tests.helpers import wait_until_finished
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "get_current_weather.jsonl"
 TOOL = json.loads(EXAMPLES.read_text().splitlines()[0])["tools"][0]

@@ -11,17 +11,10 @@ import openai
 import pytest
 from typer.testing import CliRunner
 
-from tests.api.test_errors import upload, wait_until_finished
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL, key_for, upload, wait_until_finished
 from tunery.cli import app
 
 runner = CliRunner()
-
-
-def key_for(server, org: str) -> str:
-    result = runner.invoke(app, ["keys", "create", "--org", org, "--data-dir", str(server.data_dir)])
-    assert result.exit_code == 0, result.output
-    return result.output.strip()
 
 
 @pytest.fixture(scope="module")

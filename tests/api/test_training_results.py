@@ -9,10 +9,7 @@ import io
 import httpx
 from openai.types.fine_tuning.jobs import FineTuningJobCheckpoint
 
-from tests.api.test_errors import upload, wait_until_finished
-from tests.conftest import SHARED_DATA, TINY_MODEL
-
-MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
+from tests.helpers import TINY_MODEL, upload, wait_until_finished
 
 
 def test_checkpoints_and_result_file(client):

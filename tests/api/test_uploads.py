@@ -10,10 +10,9 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import SHARED_DATA, TEST_KEY
+from tests.helpers import MARV, TEST_KEY
 
 LIMIT = 1_000_000
-MARV = (SHARED_DATA / "marv.jsonl").read_bytes()
 
 
 @pytest.fixture

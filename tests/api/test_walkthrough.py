@@ -12,12 +12,12 @@ from openai.types import FileObject, Model
 from openai.types.chat import ChatCompletion
 from openai.types.fine_tuning import FineTuningJob, FineTuningJobEvent
 
-from tests.conftest import REPO, SHARED_DATA, TINY_MODEL
+from tests.helpers import REPO, SAMPLE_DATA, TINY_MODEL
 
 sys.path.insert(0, str(REPO / "examples"))
 import marv_walkthrough  # noqa: E402
 
-MARV = SHARED_DATA / "marv.jsonl"
+MARV = SAMPLE_DATA / "marv.jsonl"
 QUESTION = [{"role": "system", "content": marv_walkthrough.MARV_SYSTEM},
             {"role": "user", "content": "What's the capital of France?"}]
 

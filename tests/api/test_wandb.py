@@ -10,8 +10,7 @@ import openai
 import pytest
 from wandb.proto import wandb_internal_pb2
 
-from tests.api.test_errors import upload, wait_until_finished
-from tests.conftest import TINY_MODEL
+from tests.helpers import TINY_MODEL, upload, wait_until_finished
 
 BLOCK = 32 * 1024  # the run file is a LevelDB-style log: 32 KB blocks of checksummed records
 HEADER = 7  # b":W&B", a 2-byte key and a version byte

@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
-from tests.conftest import SHARED_DATA, TEST_KEY, TINY_MODEL
-from tunery.cli import api as cli_api
+from tests.helpers import SAMPLE_DATA, TEST_KEY, TINY_MODEL
+from tunery.cli import jobs as cli_jobs
 from tunery.cli import app
 
-MARV = SHARED_DATA / "marv.jsonl"
+MARV = SAMPLE_DATA / "marv.jsonl"
 runner = CliRunner()
 
 
@@ -108,7 +108,7 @@ def test_ctrl_c_while_following_leaves_the_job_running(tunery, monkeypatch):
     def interrupt(_seconds):
         raise KeyboardInterrupt  # the user presses Ctrl-C while the command waits
 
-    monkeypatch.setattr(cli_api, "time", SimpleNamespace(sleep=interrupt))
+    monkeypatch.setattr(cli_jobs, "time", SimpleNamespace(sleep=interrupt))
     result = tunery("jobs", "follow", job_id, code=130)
     assert f"tunery jobs follow {job_id}" in result.output
     monkeypatch.undo()

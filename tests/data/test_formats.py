@@ -8,22 +8,13 @@ import tracemalloc
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import FUNCTION_EXAMPLE, SAMPLE_DATA, TOOL_EXAMPLE, WEATHER
+from tests.helpers import WEATHER_CALL as CALL
+from tests.helpers import WEATHER_QUESTION as USER
 from tunery.data.formats import MAX_LINE_BYTES
 from tunery.data.validate import MIN_EXAMPLES, validate_file
 
-USER = {"role": "user", "content": "What is the weather in Oslo?"}
 GOOD = {"messages": [USER, {"role": "assistant", "content": "Cold."}]}
-WEATHER = {"name": "get_current_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
-CALL = {"id": "call_1", "type": "function", "function": {"name": "get_current_weather", "arguments": "{\"location\": \"Oslo\"}"}}
-TOOL_EXAMPLE = {"messages": [USER, {"role": "assistant", "tool_calls": [CALL]},
-                             {"role": "tool", "tool_call_id": "call_1", "content": "-3"},
-                             {"role": "assistant", "content": "It is -3 degrees."}],
-                "tools": [{"type": "function", "function": WEATHER}], "parallel_tool_calls": False}
-FUNCTION_EXAMPLE = {"messages": [USER, {"role": "assistant", "function_call": CALL["function"]},
-                                 {"role": "function", "name": "get_current_weather", "content": "-3"},
-                                 {"role": "assistant", "content": "It is -3 degrees.", "weight": 1}],
-                    "functions": [WEATHER]}
 PREFERENCE = {"input": {"messages": [USER]}, "preferred_output": [{"role": "assistant", "content": "Cold, -3."}],
               "non_preferred_output": [{"role": "assistant", "content": "No idea."}]}
 
@@ -41,7 +32,7 @@ def chat(*messages, **extra) -> dict:
 @pytest.mark.parametrize("name, kind", [("marv.jsonl", "chat"), ("orders_train.jsonl", "chat"),
                                         ("tickets_train.jsonl", "prompt_completion")])
 def test_sample_data_sets_are_valid(name, kind):
-    report = validate_file(SHARED_DATA / name)
+    report = validate_file(SAMPLE_DATA / name)
     assert report.ok, report.errors
     assert report.format == kind and not report.warnings
 

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from tests.data.test_formats import FUNCTION_EXAMPLE, TOOL_EXAMPLE
+from tests.helpers import FUNCTION_EXAMPLE, TOOL_EXAMPLE
 from tunery.data.render import IGNORE, render_chat, render_example, render_generation_prompt
 from tunery.data.tools import parse_tool_calls
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import statistics
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import SAMPLE_DATA
 from tunery.data.render import render_example
 from tunery.data.stats import token_stats
 from tunery.data.validate import Report, load_examples
+from tunery.training.estimate import estimate_training
 
-MARV = SHARED_DATA / "marv.jsonl"
+MARV = SAMPLE_DATA / "marv.jsonl"
 
 
 def test_marv_statistics_match_the_rendered_examples(smol_tokenizer):
@@ -25,8 +26,10 @@ def test_marv_statistics_match_the_rendered_examples(smol_tokenizer):
     assert stats.tokens_per_example.median == statistics.median(tokens)
     assert stats.trained_tokens_per_example.mean == round(statistics.fmean(trained), 2)
     assert stats.tokens_per_example.p5 <= stats.tokens_per_example.median <= stats.tokens_per_example.p95
-    assert stats.n_epochs == 9  # 12 examples: ceil(100 / 12)
-    assert stats.tokens == sum(tokens) and stats.billed_tokens == sum(tokens) * 9
+    assert stats.tokens == sum(tokens)
+    cost = estimate_training(stats)  # counted, not measured
+    assert cost.n_epochs == 9  # 12 examples: ceil(100 / 12)
+    assert cost.billed_tokens == sum(tokens) * 9 and cost.estimated_seconds is None
 
 
 def test_examples_over_the_context_are_warned_and_those_left_with_nothing_to_train_fail(smol_tokenizer, tmp_path):
@@ -47,6 +50,6 @@ def test_examples_over_the_context_are_warned_and_those_left_with_nothing_to_tra
 
 def test_prompt_completion_and_preference_data_are_counted(smol_tokenizer):
     report = Report()
-    stats = token_stats(SHARED_DATA / "tickets_train.jsonl", smol_tokenizer, 8192, report)
+    stats = token_stats(SAMPLE_DATA / "tickets_train.jsonl", smol_tokenizer, 8192, report)
     assert report.ok and stats.examples == 50 and stats.messages_per_example is None
     assert stats.trained_tokens_per_example.min >= 2  # a class token and end-of-text

@@ -12,19 +12,20 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from tests.training.test_sft import PAIRS, train
+from tests.helpers import COLOR_PAIRS as PAIRS
 from tunery.data.render import render_generation_prompt
 from tunery.inference.decoder import Adapter, Decoder, UnsupportedModel
 from tunery.inference.engine import Engine, Finished, SamplingParams
+from tunery.weights import Weights
 
 ANIMALS = ["cat", "dog", "owl", "fox"]
 GREEDY = SamplingParams(max_tokens=3, temperature=0)
 
 
-def adapter(tiny_model_dir, folder: Path, answers: list[str]) -> Path:
+def adapter(train, folder: Path, answers: list[str]) -> Path:
     examples = [{"messages": [{"role": "user", "content": color}, {"role": "assistant", "content": said}]}
                 for (color, _), said in zip(PAIRS, answers)] * 3
-    recipe, result = train(tiny_model_dir, examples=examples)
+    recipe, result = train(examples=examples)
     folder.mkdir(parents=True)
     recipe.save_checkpoint(folder, result.history[-1])
     recipe.cleanup()
@@ -32,10 +33,14 @@ def adapter(tiny_model_dir, folder: Path, answers: list[str]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dir, tmp_path_factory):
+def adapters(train_tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
-    return (adapter(tiny_model_dir, root / "job-a" / "step-45", [fruit for _, fruit in PAIRS]),
-            adapter(tiny_model_dir, root / "job-b" / "step-45", ANIMALS))
+    return (adapter(train_tiny, root / "job-a" / "step-45", [fruit for _, fruit in PAIRS]),
+            adapter(train_tiny, root / "job-b" / "step-45", ANIMALS))
+
+
+def weights(base: Path, adapter: Path | None = None) -> Weights:
+    return Weights("lora", base, adapter) if adapter else Weights("base", base)
 
 
 def test_the_decoder_gives_the_logits_of_transformers_and_peft(tiny_model_dir, adapters):
@@ -58,11 +63,11 @@ def test_the_decoder_gives_the_logits_of_transformers_and_peft(tiny_model_dir, a
 def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model_dir, adapters):
     fruits, animals = adapters
     engine = Engine(device="cpu", dtype="float32")
-    tokenizer = engine.tokenizer(tiny_model_dir)
+    tokenizer = engine.tokenizer(weights(tiny_model_dir))
 
     def submit(folder, color):
         prompt = render_generation_prompt(tokenizer, [{"role": "user", "content": color}])
-        return engine.submit(tiny_model_dir, folder, [prompt], GREEDY)
+        return engine.submit(weights(tiny_model_dir, folder), [prompt], GREEDY)
 
     # Everything submitted before anything is read: the engine decodes them together.
     streams = [(submit(fruits, c), submit(animals, c), submit(None, c), f, a) for (c, f), a in zip(PAIRS, ANIMALS)]
@@ -77,11 +82,11 @@ def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model
 def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_dir, adapters):
     fruits, animals = adapters
     engine = Engine(device="cpu", dtype="float32", cache_bytes=1)  # room for the newest only
-    tokenizer = engine.tokenizer(tiny_model_dir)
+    tokenizer = engine.tokenizer(weights(tiny_model_dir))
     prompt = render_generation_prompt(tokenizer, [{"role": "user", "content": PAIRS[0][0]}])
 
     def ask(folder):
-        return engine.submit(tiny_model_dir, folder, [prompt], GREEDY).collect()[0].text
+        return engine.submit(weights(tiny_model_dir, folder), [prompt], GREEDY).collect()[0].text
 
     assert ask(fruits).startswith(PAIRS[0][1])
     assert ask(animals).startswith(ANIMALS[0])
@@ -96,7 +101,7 @@ def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_d
 
 def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir):
     engine = Engine(device="cpu", dtype="float32")
-    stream = engine.submit(tiny_model_dir, None, [[5, 6, 7]], SamplingParams(max_tokens=900, temperature=1.0))
+    stream = engine.submit(weights(tiny_model_dir), [[5, 6, 7]], SamplingParams(max_tokens=900, temperature=1.0))
     first = next(iter(stream))
     assert first.text
     stream.close()  # what the API does when the client goes away mid-stream
@@ -117,6 +122,6 @@ def test_an_architecture_the_decoder_does_not_run_is_refused_before_anything_run
     smol_tokenizer.save_pretrained(folder)
     engine = Engine(device="cpu", dtype="float32")
     with pytest.raises(UnsupportedModel, match="tiny-gpt2"):
-        engine.submit(folder, None, [[5, 6]], GREEDY)
+        engine.submit(weights(folder), [[5, 6]], GREEDY)
     assert engine.busy() == 0
     engine.close()

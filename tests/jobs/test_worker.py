@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import SHARED_DATA, TINY_MODEL
+from tests.helpers import MARV, TINY_MODEL
 from tunery.config import Settings
 from tunery.jobs.worker import Worker
 from tunery.protocol.fine_tuning import CreateJobRequest
@@ -23,9 +23,8 @@ def setup(tiny_model_dir):
     shutil.copytree(tiny_model_dir, settings.data_dir / "base_models" / TINY_MODEL)
     container = Container(settings)
     org = container.organizations.repo.ensure("default")
-    data = (SHARED_DATA / "marv.jsonl").read_bytes()
-    training_file = container.files.create(org.id, "marv.jsonl", "fine-tune", [data])
-    return container, Worker(settings), org, training_file
+    training_file = container.files.create(org.id, "marv.jsonl", "fine-tune", [MARV])
+    return container, Worker(Container(settings)), org, training_file
 
 
 def create_job(container, org, training_file, **hyperparameters):
@@ -64,7 +63,7 @@ def test_missing_training_file_fails_the_job_with_an_error_object(setup):
 def test_job_cancelled_while_its_files_are_validated_stays_cancelled(setup):
     container, worker, org, training_file = setup
     job = create_job(container, org, training_file)
-    claimed = worker.jobs.claim(("validating_files",), "validating_files", "other-worker", 60)
+    claimed = worker.queue.claim_validation("other-worker")
     container.jobs.cancel(org.id, job.id)
     worker._validate(claimed)  # the other worker finishes validating after the cancel
     assert container.jobs.retrieve(org.id, job.id).status == "cancelled"
@@ -94,9 +93,9 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     steps = [e for e in container.jobs.events(org.id, job.id, limit=100, after=None)[0] if e.type == "metrics"]
     assert len(steps) < 50 * 12
     assert not [m.id for m in container.models.list(org.id, org.name) if m.id.startswith("ft:")]
-    assert not worker.blobs.model_dir(job.id).exists()
+    assert not container.blobs.model_dir(job.id).exists()
     assert not container.jobs.checkpoints(org.id, job.id, limit=10, after=None)[0]
-    assert not worker.blobs.checkpoint_dir(job.id, 12).parent.exists()
+    assert not container.blobs.checkpoint_dir(job.id, 12).parent.exists()
 
 
 def orphan_worker_once(worker, job, reached) -> None:
@@ -121,7 +120,7 @@ def test_worker_whose_parent_is_gone_hands_its_job_back_to_the_queue(setup):
     orphan_worker_once(worker, job, lambda: container.jobs.events(org.id, job.id, limit=1, after=None)[0][0].type == "metrics")
     requeued = container.jobs.retrieve(org.id, job.id)
     assert requeued.status == "queued" and requeued.fine_tuned_model is None
-    assert worker.jobs.claim(("queued",), "running", "next-worker", 60).id == job.id
+    assert worker.queue.claim_training("next-worker").id == job.id
 
 
 def test_a_job_started_again_after_its_worker_stopped_goes_on_from_where_it_stopped(setup):

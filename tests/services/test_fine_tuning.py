@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import SHARED_DATA
+from tests.helpers import MARV
 from tunery.config import Settings
 from tunery.errors import RateLimited
 from tunery.protocol.fine_tuning import CreateJobRequest
@@ -15,14 +15,14 @@ from tunery.services.fine_tuning import MAX_ACTIVE_JOBS
 def test_too_many_active_jobs_answer_429_until_one_ends():
     container = Container(Settings(warm_up=False))
     org = container.organizations.repo.ensure("default")
-    file = container.files.create(org.id, "marv.jsonl", "fine-tune", [(SHARED_DATA / "marv.jsonl").read_bytes()])
+    file = container.files.create(org.id, "marv.jsonl", "fine-tune", [MARV])
     request = CreateJobRequest(model="SmolLM2-135M-Instruct", training_file=file.id)
     jobs = [container.jobs.create(org.id, request) for _ in range(MAX_ACTIVE_JOBS)]
     with pytest.raises(RateLimited) as caught:
         container.jobs.create(org.id, request)
     assert caught.value.status_code == 429
     other = container.organizations.repo.ensure("other")  # the limit is per organization
-    other_file = container.files.create(other.id, "marv.jsonl", "fine-tune", [(SHARED_DATA / "marv.jsonl").read_bytes()])
+    other_file = container.files.create(other.id, "marv.jsonl", "fine-tune", [MARV])
     container.jobs.create(other.id, CreateJobRequest(model="SmolLM2-135M-Instruct", training_file=other_file.id))
     container.jobs.cancel(org.id, jobs[0].id)
     assert container.jobs.create(org.id, request).status == "validating_files"

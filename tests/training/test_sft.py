@@ -9,23 +9,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS
 from tunery.data.render import render_generation_prompt
 from tunery.training.batching import pack
 from tunery.training.checkpoints import read_manifest
 from tunery.training.sft import CONFIG_FILE, SFTConfig, SFTRecipe
 
-PAIRS = [("red", "apple"), ("yellow", "banana"), ("green", "lime"), ("purple", "grape")]
-EXAMPLES = [{"messages": [{"role": "user", "content": color}, {"role": "assistant", "content": fruit}]}
-            for color, fruit in PAIRS] * 3
-
-
-def train(tiny_model_dir, on_step=lambda m: True, examples=EXAMPLES, **overrides):
-    config = SFTConfig(base_model=str(tiny_model_dir), n_epochs=15, batch_size=4, learning_rate=1e-2, seed=7)
-    for key, value in overrides.items():
-        setattr(config, key, value)
-    recipe = SFTRecipe(config)
-    recipe.setup(examples)
-    return recipe, recipe.train(on_step)
+PAIRS, EXAMPLES = COLOR_PAIRS, COLOR_EXAMPLES
 
 
 def mean_loss(recipe, batch):
@@ -41,8 +31,8 @@ def answer(model, tokenizer, color: str) -> str:
 
 
 @pytest.mark.parametrize("training_type, learning_rate", [("lora", 1e-2), ("full", 3e-3)])
-def test_tiny_model_learns_a_toy_mapping(tiny_model_dir, tmp_path, training_type, learning_rate):
-    recipe, result = train(tiny_model_dir, training_type=training_type, learning_rate=learning_rate)
+def test_tiny_model_learns_a_toy_mapping(train_tiny, tiny_model_dir, tmp_path, training_type, learning_rate):
+    recipe, result = train_tiny(training_type=training_type, learning_rate=learning_rate)
     losses = [m.train_loss for m in result.history]
     assert result.steps == 45 and not result.stopped
     last_epoch = losses[-3:]  # 12 examples in batches of 4
@@ -63,16 +53,16 @@ def test_tiny_model_learns_a_toy_mapping(tiny_model_dir, tmp_path, training_type
     recipe.cleanup()
 
 
-def test_same_seed_same_losses(tiny_model_dir):
-    first = [m.train_loss for m in train(tiny_model_dir, n_epochs=3)[1].history]
-    again = [m.train_loss for m in train(tiny_model_dir, n_epochs=3)[1].history]
-    other = [m.train_loss for m in train(tiny_model_dir, n_epochs=3, seed=8)[1].history]
+def test_same_seed_same_losses(train_tiny):
+    first = [m.train_loss for m in train_tiny(n_epochs=3)[1].history]
+    again = [m.train_loss for m in train_tiny(n_epochs=3)[1].history]
+    other = [m.train_loss for m in train_tiny(n_epochs=3, seed=8)[1].history]
     assert first == again
     assert first != other
 
 
-def test_stop_request_ends_training_after_that_step(tiny_model_dir):
-    _, result = train(tiny_model_dir, on_step=lambda m: m.step < 2)
+def test_stop_request_ends_training_after_that_step(train_tiny):
+    _, result = train_tiny(on_step=lambda m: m.step < 2)
     assert result.stopped and result.steps == 2
 
 
@@ -81,11 +71,11 @@ def test_stop_request_ends_training_after_that_step(tiny_model_dir):
     ("lora", 1e-2, 3),  # at an epoch's end
     ("full", 3e-3, 4),
 ])
-def test_a_run_resumed_from_its_checkpoint_matches_one_that_never_stopped(tiny_model_dir, tmp_path, training_type,
-                                                                          learning_rate, stop_at):
+def test_a_run_resumed_from_its_checkpoint_matches_one_that_never_stopped(train_tiny, tiny_model_dir, tmp_path,
+                                                                          training_type, learning_rate, stop_at):
     options = dict(n_epochs=3, training_type=training_type, learning_rate=learning_rate)
-    _, straight = train(tiny_model_dir, **options)
-    recipe, stopped = train(tiny_model_dir, on_step=lambda m: m.step < stop_at, **options)
+    _, straight = train_tiny(**options)
+    recipe, stopped = train_tiny(on_step=lambda m: m.step < stop_at, **options)
     assert stopped.stopped and stopped.steps == stop_at
     recipe.save_checkpoint(tmp_path, stopped.history[-1])
     recipe.cleanup()
@@ -141,12 +131,12 @@ def test_validation_metrics_every_n_steps_and_over_the_full_set_at_each_epoch_en
     assert 0 <= by_step[6].full_valid_mean_token_accuracy <= 1
 
 
-def test_training_continues_from_a_saved_adapter(tiny_model_dir, tmp_path):
-    first, result = train(tiny_model_dir, n_epochs=5)
+def test_training_continues_from_a_saved_adapter(train_tiny, tmp_path):
+    first, result = train_tiny(n_epochs=5)
     first.save_checkpoint(tmp_path, result.history[-1])
     first.cleanup()
-    _, continued = train(tiny_model_dir, n_epochs=1, init_adapter=str(tmp_path))
-    _, fresh = train(tiny_model_dir, n_epochs=1)
+    _, continued = train_tiny(n_epochs=1, init_adapter=str(tmp_path))
+    _, fresh = train_tiny(n_epochs=1)
     # The continued run starts where the first left off, far below a fresh start.
     assert continued.history[0].train_loss < 0.8 * fresh.history[0].train_loss
     assert continued.history[0].train_loss == pytest.approx(result.history[-1].train_loss, rel=0.5)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tunery.cli import api, data, keys, serve
+from tunery.cli import chat, data, files, jobs, keys, models, serve
 from tunery.cli.common import quiet_libraries
 
 app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_args_is_help=True,
@@ -15,11 +15,11 @@ app.command()(serve.worker)
 app.command()(data.validate)
 app.command("prepare-data")(data.prepare_data)
 app.add_typer(keys.app, name="keys")
-app.add_typer(api.files_app, name="files")
-app.add_typer(api.jobs_app, name="jobs")
-app.add_typer(api.models_app, name="models")
-app.command()(api.chat)
-app.command()(api.complete)
+app.add_typer(files.app, name="files")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
+app.command()(chat.chat)
+app.command()(chat.complete)
 
 
 def main() -> None:

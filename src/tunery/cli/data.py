@@ -24,11 +24,10 @@ from tunery.data.prepare import (
     split,
     write_jsonl,
 )
-from tunery.data.stats import Distribution, TokenStats, token_stats
-from tunery.data.validate import Report, finish_report
+from tunery.data.stats import Distribution, TokenStats
+from tunery.data.validate import Report
 from tunery.storage import BlobStore
-from tunery.training.hyperparameters import default_batch_size
-from tunery.training.estimate import estimate_seconds, measure_tokens_per_second
+from tunery.training.estimate import TrainingEstimate, estimate_training
 
 SHOWN_PROBLEMS = 50  # rows per table; --json gives all that were kept
 
@@ -44,27 +43,22 @@ def validate(
     catalog = Catalog(BlobStore(settings(data_dir=data_dir).data_dir))
     if not catalog.exists(model):
         fail(f"unknown base model {model!r}; known: {', '.join(catalog.names())}")
-    report = check_file(file, model, catalog, estimate=estimate, as_json=as_json)
+    report = check_file(file, model, catalog, measure=estimate, as_json=as_json)
     raise typer.Exit(0 if report.ok else 1)
 
 
-def check_file(file: Path, model: str, catalog: Catalog, *, estimate: bool = False, as_json: bool = False,
+def check_file(file: Path, model: str, catalog: Catalog, *, measure: bool = False, as_json: bool = False,
                console: Console | None = None) -> Report:
     """The `tunery validate` report on a file, printed (to `console`: `tunery jobs create --json`
     keeps its standard output for JSON)."""
     if not file.is_file():
         fail(f"{file}: no such file")
-    report = Report()
-    stats = token_stats(file, catalog.tokenizer(model), catalog.context_length(model), report)
-    finish_report(report)
-    if estimate and report.ok:
-        speed = measure_tokens_per_second(str(catalog.path(model)), batch_size=default_batch_size(stats.examples),
-                                          example_tokens=int(stats.tokens_per_example.mean))
-        stats.estimated_seconds = round(estimate_seconds(stats.billed_tokens, speed), 1)
+    report, stats = catalog.check_file(model, file)
+    cost = estimate_training(stats, str(catalog.path(model)) if measure and report.ok else None)
     if as_json:
-        typer.echo(json.dumps(report.as_dict() | {"model": model, "stats": stats.as_dict()}, indent=2))
+        typer.echo(json.dumps(report.as_dict() | {"model": model, "stats": stats.as_dict() | cost.as_dict()}, indent=2))
     else:
-        _print_report(file, model, report, stats, console or Console())
+        _print_report(file, model, report, stats, cost, console or Console())
     return report
 
 
@@ -130,7 +124,8 @@ def _print_usage(paths: list[Path], prepared, to_chat: bool) -> None:
         typer.echo(f"Pass stop=[{json.dumps(prepared.stop)}] so that generated text ends at the expected place.")
 
 
-def _print_report(file: Path, model: str, report: Report, stats: TokenStats, console: Console) -> None:
+def _print_report(file: Path, model: str, report: Report, stats: TokenStats, cost: TrainingEstimate,
+                  console: Console) -> None:
     console.print(f"[bold]{file}[/]: {report.format or 'unknown'} format, {report.examples} valid examples "
                   f"(tokens counted with {model}, context {stats.context_length})")
     for title, problems, count, style in (("Errors", report.errors, report.error_count, "red"),
@@ -140,10 +135,10 @@ def _print_report(file: Path, model: str, report: Report, stats: TokenStats, con
     if stats.examples:
         console.print(_stats_table(stats))
         console.print(f"Examples over the context (truncated): {stats.too_long}")
-        console.print(f"Default epochs (auto): {stats.n_epochs}; billed tokens: {stats.billed_tokens:,} "
-                      f"({stats.tokens:,} tokens x {stats.n_epochs} epochs)")
-    if stats.estimated_seconds is not None:
-        console.print(f"Estimated training time on this machine: {_duration(stats.estimated_seconds)}")
+        console.print(f"Default epochs (auto): {cost.n_epochs}; billed tokens: {cost.billed_tokens:,} "
+                      f"({stats.tokens:,} tokens x {cost.n_epochs} epochs)")
+    if cost.estimated_seconds is not None:
+        console.print(f"Estimated training time on this machine: {_duration(cost.estimated_seconds)}")
     console.print("[green]The file is valid.[/]" if report.ok else f"[red]The file has {report.error_count} errors.[/]")
 
 

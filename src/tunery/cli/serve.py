@@ -55,10 +55,11 @@ def worker(
 ) -> None:
     """Run a job worker alone (more workers, or one on another machine sharing the state)."""
     from tunery.jobs.worker import Worker
+    from tunery.services.container import Container
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
     try:
-        instance = Worker(_settings(data_dir=data_dir), parent_pid=exit_with_parent)
+        instance = Worker(Container(_settings(data_dir=data_dir)), parent_pid=exit_with_parent)
         instance.warm_up()
         instance.run_forever()
     except KeyboardInterrupt:

@@ -115,6 +115,9 @@ def _parse(number: int, raw: bytes) -> dict[str, Any] | Problem:
     return obj
 
 
+FORMAT_NAMES = {"chat": "chat", "prompt_completion": "prompt/completion", "preference": "preference (DPO)"}  # as said to people
+
+
 def example_format(obj: dict[str, Any]) -> str | None:
     if "messages" in obj:
         return "chat"

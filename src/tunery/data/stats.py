@@ -1,6 +1,7 @@
 """Token accounting for a training file with a base model's own tokenizer, and the checks that
 depend on the model: examples longer than its context (warned: they will be truncated), and
-examples that cannot be rendered or keep nothing to train on once truncated (errors)."""
+examples that cannot be rendered or keep nothing to train on once truncated (errors).
+check_file() is the whole check of a file against a model, for jobs and `tunery validate` alike."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from typing import Any
 
 from tunery.data.formats import NOTHING_TO_TRAIN, TOO_LONG, Problem
 from tunery.data.render import IGNORE, RenderError, render_example
-from tunery.data.validate import Report, iter_valid_examples
-from tunery.training.hyperparameters import default_epochs
+from tunery.data.validate import Report, finish_report, iter_valid_examples
 
 RENDER_FAILED = "render_failed"
 UNBOUNDED = 10**9  # render without truncating, to count every token
@@ -45,13 +45,18 @@ class TokenStats:
     tokens_per_example: Distribution | None  # before truncation
     trained_tokens_per_example: Distribution | None  # tokens that carry loss (after truncation)
     too_long: int  # examples over the context, which training truncates
-    n_epochs: int  # what "auto" resolves to for this many examples
     tokens: int  # all tokens the model reads per epoch (after truncation)
-    billed_tokens: int  # tokens x epochs, as OpenAI bills
-    estimated_seconds: float | None = None  # training time on this machine, when measured
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_file(path: Path, tokenizer, context_length: int) -> tuple[Report, TokenStats]:
+    """A training file checked against a model: every format, file-level and model-specific
+    problem in the report, and the token statistics of its valid examples."""
+    report = Report()
+    stats = token_stats(path, tokenizer, context_length, report)
+    return finish_report(report), stats
 
 
 def token_stats(path: Path, tokenizer, context_length: int, report: Report) -> TokenStats:
@@ -81,12 +86,10 @@ def token_stats(path: Path, tokenizer, context_length: int, report: Report) -> T
         tokens.append(count)
         trained.append(kept)
         read_tokens += min(count, context_length)
-    n = len(tokens)
-    epochs = default_epochs(n) if n else 0
     return TokenStats(
-        examples=n, context_length=context_length, messages_per_example=Distribution.of(messages),
+        examples=len(tokens), context_length=context_length, messages_per_example=Distribution.of(messages),
         tokens_per_example=Distribution.of(tokens), trained_tokens_per_example=Distribution.of(trained),
-        too_long=too_long, n_epochs=epochs, tokens=read_tokens, billed_tokens=read_tokens * epochs,
+        too_long=too_long, tokens=read_tokens,
     )
 
 

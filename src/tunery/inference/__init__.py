@@ -1,2 +1,2 @@
 """Inference: base models loaded once, fine-tuned adapters attached on demand, text generation.
-Free of HTTP and SQL: callers pass model folders and plain parameters."""
+Free of HTTP and SQL: callers pass the Weights the models service resolved and plain parameters."""

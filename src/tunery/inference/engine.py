@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from tunery.inference.decoder import SUPPORTED_TYPES, Adapter, Decoder, UnsupportedModel, supports
+from tunery.weights import Weights
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 1024  # when a request names no limit (the context window still bounds it)
@@ -140,9 +141,7 @@ class _Sequence:
     params: SamplingParams
     max_tokens: int
     stream: Stream
-    base: Path  # the decoder's folder
-    adapter: Path | None
-    fine_tuned: bool  # base is a fully fine-tuned model (cached, evictable), not a base model
+    weights: Weights
     generator: torch.Generator
     slot: int = -1
     generated: list[int] = field(default_factory=list)
@@ -174,10 +173,10 @@ class Engine:
         self._thread.start()
 
     # what callers use --------------------------------------------------------------------------
-    def tokenizer(self, base: Path, adapter: Path | None = None):
+    def tokenizer(self, weights: Weights):
         """The model's tokenizer, loaded once; requests' threads and the engine thread share it
         (they only encode and decode, which leave it unchanged)."""
-        folder = _split(base, adapter)[0]
+        folder = weights.folder
         with self._loading:  # transformers' first import and a tokenizer's load are not thread-safe
             if folder not in self._tokenizers:
                 from transformers import AutoTokenizer
@@ -185,8 +184,8 @@ class Engine:
                 self._tokenizers[folder] = AutoTokenizer.from_pretrained(folder)
             return self._tokenizers[folder]
 
-    def context_length(self, base: Path, adapter: Path | None = None) -> int:
-        return self._config(_split(base, adapter)[0]).get("max_position_embeddings", 2048)
+    def context_length(self, weights: Weights) -> int:
+        return self._config(weights.folder).get("max_position_embeddings", 2048)
 
     def _config(self, folder: Path) -> dict[str, Any]:
         """A model folder's config.json, read once (every request needs it)."""
@@ -195,15 +194,13 @@ class Engine:
                 self._configs[folder] = json.loads((folder / "config.json").read_text())
             return self._configs[folder]
 
-    def submit(self, base: Path, adapter: Path | None, prompts: list[list[int]], params: SamplingParams,
-               n: int = 1) -> Stream:
+    def submit(self, weights: Weights, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> Stream:
         """Generate n completions of each prompt (indexes prompt * n + choice). Raises
         ContextLengthExceeded or UnsupportedModel before anything runs."""
-        folder = _split(base, adapter)[0]
-        if not supports(self._config(folder)):
-            raise UnsupportedModel(f"{folder.name}: the serving engine runs Llama-family models "
+        if not supports(self._config(weights.folder)):
+            raise UnsupportedModel(f"{weights.folder.name}: the serving engine runs Llama-family models "
                                    f"({', '.join(SUPPORTED_TYPES)}) only, for now")
-        context = self.context_length(base, adapter)
+        context = self.context_length(weights)
         sequences, stream = [], Stream(len(prompts) * n)
         for p, prompt in enumerate(prompts):
             max_tokens = params.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, context - len(prompt)))
@@ -214,8 +211,7 @@ class Engine:
                 # Same seed, same samples; each choice its own stream of them.
                 generator.manual_seed((params.seed * 1_000_003 + choice) % 2**63 if params.seed is not None
                                       else secrets.randbits(63))
-                sequences.append(_Sequence(p * n + choice, prompt, params, max_tokens, stream,
-                                           *_split(base, adapter), generator))
+                sequences.append(_Sequence(p * n + choice, prompt, params, max_tokens, stream, weights, generator))
         with self._wake:
             self._waiting.extend(sequences)
             self._wake.notify()
@@ -263,7 +259,7 @@ class Engine:
         try:
             if seq.stream.cancelled:
                 return self._end(seq, None)
-            seq.model = self._load(seq.base, seq.adapter, seq.fine_tuned)
+            seq.model = self._load(seq.weights)
             seq.model.in_use += 1
             used = {s.slot for s in self._active if s.model.decoder is seq.model.decoder}
             seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
@@ -389,22 +385,23 @@ class Engine:
             stream.put(None)
 
     # models ------------------------------------------------------------------------------------
-    def _load(self, folder: Path, adapter: Path | None, fine_tuned: bool) -> _Model:
+    def _load(self, weights: Weights) -> _Model:
         """The model of a sequence: a base (kept), or a LoRA adapter on one or a fully
         fine-tuned model (both cached, least recently used first)."""
-        key = adapter or folder
+        folder = weights.folder
+        key = weights.adapter or folder
         if key in self._cached:
             self._cached.move_to_end(key)
             return self._cached[key]
-        if not fine_tuned:
+        if weights.kind == "full":
+            model = _Model(self._new_decoder(folder), self.tokenizer(weights))
+        else:
             if folder not in self._bases:
-                self._bases[folder] = _Model(self._new_decoder(folder), self.tokenizer(folder))
-            if adapter is None:
+                self._bases[folder] = _Model(self._new_decoder(folder), self.tokenizer(weights))
+            if weights.kind == "base":
                 return self._bases[folder]
             base = self._bases[folder]
-            model = _Model(base.decoder, base.tokenizer, Adapter(adapter, base.decoder))
-        else:
-            model = _Model(self._new_decoder(folder), self.tokenizer(folder))
+            model = _Model(base.decoder, base.tokenizer, Adapter(weights.adapter, base.decoder))
         self._cached[key] = model
         self._evict()
         return model
@@ -426,14 +423,6 @@ class Engine:
     def cached(self) -> list[Path]:
         """The fine-tuned models in memory (adapter or full model folders), least recently used first."""
         return list(self._cached)
-
-
-def _split(base: Path, adapter: Path | None) -> tuple[Path, Path | None, bool]:
-    """(decoder folder, LoRA adapter folder or None, fully fine-tuned): a fully fine-tuned model
-    is a decoder of its own."""
-    if adapter is not None and not (adapter / "adapter_config.json").exists():
-        return adapter, None, True
-    return base, adapter, False
 
 
 def _pick_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -33,8 +33,9 @@ from tunery.protocol.chat import (
     Usage,
 )
 from tunery.protocol.completions import Completion, CompletionChoice, CompletionLogprobs, CompletionRequest
-from tunery.services.models import ModelsService, ResolvedModel
+from tunery.services.models import ModelsService
 from tunery.services.sampling import sampling_params
+from tunery.weights import Weights
 
 
 @dataclass
@@ -69,17 +70,17 @@ class ChatService:
             raise InvalidRequest("top_logprobs needs logprobs set to true.", param="top_logprobs")
         logprobs = (request.top_logprobs or 0) if request.logprobs else None
         params = sampling_params(request, request.max_completion_tokens or request.max_tokens, logprobs=logprobs)
-        model = self.models.resolve(org_id, request.model)
+        weights = self.models.resolve(org_id, request.model).weights
         offered = request.tool_choice != "none" and request.function_call != "none"
         specs = [t["function"] for t in request.tools or [] if isinstance(t, dict) and "function" in t]
         specs += list(request.functions or [])
         messages = [m.model_dump(exclude_none=True) for m in request.messages]
-        tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
+        tokenizer = self.engine.tokenizer(weights)
         prompt = render_generation_prompt(tokenizer, messages, specs if offered else None)
         forced = _forced_call(request, specs, tokenizer) if offered and specs else ""
         if forced:  # the answer starts as a call: the model writes the rest
             prompt = prompt + tokenizer(forced, add_special_tokens=False)["input_ids"]
-        stream = self._submit(model, [prompt], params, request.n or 1, "messages")
+        stream = self._submit(weights, [prompt], params, request.n or 1, "messages")
         return ChatRun(request, stream, offered and bool(specs), bool(request.functions) and not request.tools,
                        new_id("chatcmpl"), now(), forced)
 
@@ -128,15 +129,15 @@ class ChatService:
     def start_completion(self, org_id: str, request: CompletionRequest) -> CompletionRun:
         params = sampling_params(request, request.max_tokens, logprobs=request.logprobs,
                                  prompt_logprobs=bool(request.echo))
-        model = self.models.resolve(org_id, request.model)
+        weights = self.models.resolve(org_id, request.model).weights
         prompts = [request.prompt] if isinstance(request.prompt, str) else list(request.prompt)
         if not prompts:
             raise InvalidRequest("prompt must not be empty.", param="prompt")
-        tokenizer = self.engine.tokenizer(model.base_path, model.adapter_path)
+        tokenizer = self.engine.tokenizer(weights)
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # as training tokenized them
         if any(not i for i in ids):
             raise InvalidRequest("prompt must not be empty.", param="prompt")
-        stream = self._submit(model, ids, params, request.n or 1, "prompt")
+        stream = self._submit(weights, ids, params, request.n or 1, "prompt")
         return CompletionRun(request, stream, prompts, new_id("cmpl"), now())
 
     async def completion(self, run: CompletionRun) -> Completion:
@@ -177,9 +178,9 @@ class ChatService:
         if run.request.stream_options and run.request.stream_options.include_usage:
             yield Completion(id=run.id, created=run.created, model=run.request.model, choices=[], usage=_usage(finished, run.request.n or 1))
 
-    def _submit(self, model: ResolvedModel, prompts: list[list[int]], params, n: int, param: str) -> Stream:
+    def _submit(self, weights: Weights, prompts: list[list[int]], params, n: int, param: str) -> Stream:
         try:
-            return self.engine.submit(model.base_path, model.adapter_path, prompts, params, n)
+            return self.engine.submit(weights, prompts, params, n)
         except ContextLengthExceeded as exc:
             raise InvalidRequest(str(exc), param=param, code="context_length_exceeded") from None
         except UnsupportedModel as exc:

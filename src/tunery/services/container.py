@@ -1,8 +1,10 @@
-"""Wires settings to storage and services once per API process."""
+"""The wiring of settings to storage and services, once per process: the API and every worker
+are built from the same container."""
 
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from tunery.catalog import Catalog
 from tunery.config import Settings
@@ -11,6 +13,7 @@ from tunery.services.files import FilesService
 from tunery.services.fine_tuning import JobsService
 from tunery.services.models import ModelsService
 from tunery.services.organizations import OrganizationsService
+from tunery.services.queue import JobQueue
 from tunery.storage import BlobStore, Database
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
@@ -39,8 +42,12 @@ class Container:
         return ModelsService(self.catalog, ModelsRepo(self.db))
 
     @cached_property
+    def queue(self) -> JobQueue:
+        return JobQueue(JobsRepo(self.db), OrgsRepo(self.db), self.settings.job_lease_seconds)
+
+    @cached_property
     def jobs(self) -> JobsService:
-        return JobsService(JobsRepo(self.db), FilesRepo(self.db), self.models)
+        return JobsService(JobsRepo(self.db), FilesRepo(self.db), self.models, self.queue)
 
     @cached_property
     def chat(self) -> ChatService:
@@ -50,3 +57,7 @@ class Container:
                         cache_bytes=self.settings.model_cache_mb << 20)
         self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
         return ChatService(self.models, engine)
+
+    def integration_dir(self, name: str) -> Path:
+        """Where an integration (W&B) keeps its local files."""
+        return self.blobs.integration_dir(name)

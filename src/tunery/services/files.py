@@ -1,5 +1,5 @@
 """Files: upload (streamed to a blob, training files validated before anything is kept), list,
-retrieve, content, delete."""
+retrieve, content, delete; and the files the server writes itself (jobs' result files)."""
 
 from __future__ import annotations
 
@@ -66,6 +66,18 @@ class FilesService:
                 more = report.error_count - MAX_REPORTED_PROBLEMS
                 raise InvalidRequest(f"Invalid file format for fine-tuning: {shown}" + (f" (and {more} more)" if more > 0 else ""),
                                      param="file", code="invalid_file_format")
+        return self._commit(org_id, filename, purpose, writer)
+
+    def store(self, org_id: str, filename: str, purpose: str, content: bytes) -> FileObject:
+        """A file the server writes itself (a job's result file), kept like any upload."""
+        writer = self.blobs.file_writer()
+        try:
+            writer.write(content)
+            return self._commit(org_id, filename, purpose, writer)
+        finally:
+            writer.discard()  # a no-op once committed
+
+    def _commit(self, org_id: str, filename: str, purpose: str, writer: BlobWriter) -> FileObject:
         file_id = new_id("file")
         row = File(id=file_id, organization_id=org_id, filename=Path(filename).name, purpose=purpose,
                    bytes=writer.commit(file_id), created_at=now(), status="processed")

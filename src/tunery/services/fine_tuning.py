@@ -26,9 +26,11 @@ from tunery.protocol.fine_tuning import (
     Method,
 )
 from tunery.services.models import ModelsService
+from tunery.services.queue import JobQueue
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.tables import Job
+from tunery.training.methods import METHODS
 
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
@@ -53,10 +55,11 @@ def to_object(row: Job) -> FineTuningJob:
 
 
 class JobsService:
-    def __init__(self, repo: JobsRepo, files: FilesRepo, models: ModelsService):
+    def __init__(self, repo: JobsRepo, files: FilesRepo, models: ModelsService, queue: JobQueue):
         self.repo = repo
         self.files = files
         self.models = models
+        self.queue = queue
 
     def create(self, org_id: str, request: CreateJobRequest) -> FineTuningJob:
         parent = self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
@@ -95,7 +98,7 @@ class JobsService:
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
             seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
             status="validating_files", hyperparameters=hyperparameters,
-            method={"type": "supervised"}, metadata_=request.metadata, integrations=request.integrations,
+            method={"type": request.method.type if request.method else "supervised"}, metadata_=request.metadata, integrations=request.integrations,
             result_files=[], created_at=now(), classification=classification,
         )
         self.repo.add(job)
@@ -119,9 +122,7 @@ class JobsService:
         held = row.worker_id is not None and row.status != "validating_files"
         if not (held and self.repo.update(job_id, only_if_held=True, cancel_requested=True)):
             self.models.discard_job_artefacts(job_id)  # a paused job's checkpoints
-            self.repo.add_event(job_id, "Fine-tuning job cancelled")
-            self.repo.release(job_id, status="cancelled", finished_at=now(), estimated_finish=None,
-                              cancel_requested=True)
+            self.queue.cancel(job_id)
         return to_object(self._row(org_id, job_id))
 
     def pause(self, org_id: str, job_id: str) -> FineTuningJob:
@@ -178,9 +179,9 @@ class JobsService:
 def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
     """Top-level `hyperparameters` (deprecated) or `method.supervised.hyperparameters`, checked."""
     method = request.method
-    if method is not None and method.type != "supervised":
-        raise InvalidRequest(f"Fine-tuning method {method.type!r} is not available yet; use 'supervised'.",
-                             param="method.type")
+    if method is not None and method.type not in METHODS:
+        raise InvalidRequest(f"Fine-tuning method {method.type!r} is not available yet; use one of "
+                             f"{sorted(METHODS)}.", param="method.type")
     given = request.hyperparameters
     if method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
         given = method.supervised.hyperparameters

@@ -1,36 +1,68 @@
-"""Models: the base models of the catalog and each organization's fine-tuned models, and the
-resolution of a model name to the weights that serve or continue it."""
+"""Models: the base models of the catalog and each organization's fine-tuned models and
+checkpoints. It decides, once, which weights a model name runs on (a ResolvedModel and its
+Weights), and it keeps what jobs make: checkpoints (the last three, only the newest able to
+resume) and the published fine-tuned model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tunery.catalog import BASE_MODEL_OWNER, Catalog
 from tunery.errors import NotFound, PermissionDenied
-from tunery.ids import now
+from tunery.ids import new_id, now
 from tunery.protocol.models import Model, ModelDeleted
 from tunery.storage.models import ModelsRepo
-from tunery.training.checkpoints import is_adapter
+from tunery.storage.tables import Checkpoint, FineTunedModel
+from tunery.training.checkpoints import TRAINER_STATE, read_manifest
+from tunery.weights import Weights, WeightsKind
+
+if TYPE_CHECKING:
+    from tunery.services.queue import ClaimedJob
+
+MODEL_ID_LENGTH = 8  # the last field of ft:BASE:ORG:SUFFIX:ID, taken from the job id's end
+KEPT_CHECKPOINTS = 3  # as OpenAI: the last three epochs' checkpoints
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
+    """A model an organization may use, and what it is made of."""
     id: str
     base_name: str  # the catalog's base model it descends from
-    adapter_path: Path | None  # a fine-tuned model's artefacts (a LoRA adapter or full weights); None for a base model
+    kind: WeightsKind
+    artefacts: Path | None  # a fine-tune's folder (its LoRA adapter or its full weights); None for a base model
     catalog: Catalog = field(repr=False, compare=False)
 
     @property
-    def base_path(self) -> Path:
-        """The base model's Hugging Face folder (converting the embedded model on first use)."""
-        return self.catalog.path(self.base_name)
+    def training_type(self) -> str | None:
+        """How a fine-tuned model was trained ("lora" | "full"); None for a base model."""
+        return None if self.kind == "base" else self.kind
 
     @property
-    def training_type(self) -> str | None:
-        if self.adapter_path is None:
-            return None
-        return "lora" if is_adapter(self.adapter_path) else "full"
+    def weights(self) -> Weights:
+        """The folders to load (the embedded base model is converted on first use)."""
+        if self.kind == "full":
+            return Weights("full", self.artefacts)
+        return Weights(self.kind, self.catalog.path(self.base_name), self.artefacts if self.kind == "lora" else None)
+
+
+@dataclass(frozen=True)
+class JobOutput:
+    """The model a training job is making: its name, and how its checkpoints are trained."""
+    job_id: str
+    organization_id: str
+    organization_name: str
+    base_model: str
+    model_id: str  # ft:BASE:ORG:SUFFIX:ID; checkpoints add :ckpt-step-N
+    training_type: str  # lora | full
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    folder: Path  # a complete checkpoint holding the trainer state
+    step: int
 
 
 class ModelsService:
@@ -66,28 +98,92 @@ class ModelsService:
         self.catalog.blobs.delete_dir(folder)
         return ModelDeleted(id=model_id, deleted=True)
 
-    def discard_job_artefacts(self, job_id: str) -> None:
-        """A cancelled job's checkpoints (rows and weights); it leaves no model behind."""
-        self.repo.delete_checkpoints([row.id for row in self.repo.checkpoints(job_id)])
-        self.catalog.blobs.delete_job_artefacts(job_id)
-
     def is_base(self, model_id: str) -> bool:
         return self.catalog.exists(model_id)
 
     def resolve(self, org_id: str, model_id: str, *, param: str = "model") -> ResolvedModel:
-        """Where the weights of a model this organization may use are; NotFound otherwise."""
+        """What a model this organization may use is made of; NotFound otherwise."""
         if self.catalog.exists(model_id):
-            return ResolvedModel(model_id, model_id, None, self.catalog)
+            return ResolvedModel(model_id, model_id, "base", None, self.catalog)
         row = self.repo.get(model_id)
         if row is not None and row.organization_id == org_id:
-            return ResolvedModel(model_id, row.base_model, self.catalog.blobs.model_dir(row.job_id), self.catalog)
+            return ResolvedModel(model_id, row.base_model, row.training_type, self.catalog.blobs.model_dir(row.job_id),
+                                 self.catalog)
         checkpoint = self.repo.checkpoint(model_id)
         if checkpoint is not None and checkpoint.organization_id == org_id:
             folder = self.catalog.blobs.checkpoint_dir(checkpoint.job_id, checkpoint.step_number)
-            return ResolvedModel(model_id, checkpoint.base_model, folder, self.catalog)
+            return ResolvedModel(model_id, checkpoint.base_model, checkpoint.training_type, folder, self.catalog)
         self._not_found(model_id, param)
 
     @staticmethod
     def _not_found(model_id: str, param: str = "model"):
         raise NotFound(f"The model '{model_id}' does not exist or you do not have access to it.",
                        param=param, code="model_not_found")
+
+    # what training jobs make -----------------------------------------------------------------------
+    @staticmethod
+    def output_of(job: ClaimedJob, training_type: str) -> JobOutput:
+        model_id = f"ft:{job.base_model}:{job.organization_name}:{job.suffix or ''}:{job.id[-MODEL_ID_LENGTH:]}"
+        return JobOutput(job.id, job.organization_id, job.organization_name, job.base_model, model_id, training_type)
+
+    def save_checkpoint(self, output: JobOutput, step: int, metrics: dict[str, Any],
+                        write: Callable[[Path], None]) -> bool:
+        """A checkpoint of `step`, written by write(folder) aside and renamed into place; only
+        the last KEPT_CHECKPOINTS stay, and only the newest keeps the trainer state (what
+        resuming needs). A step has one checkpoint: False when it already had one (a job
+        paused at an epoch's end keeps that epoch's)."""
+        blobs = self.catalog.blobs
+        newest = self.repo.checkpoints(output.job_id, limit=1)
+        if newest and newest[0].step_number == step:
+            return False
+        with blobs.staging_dir() as staged:
+            write(staged)
+            blobs.publish_dir(staged, blobs.checkpoint_dir(output.job_id, step))
+        self.repo.add_checkpoint(Checkpoint(
+            id=new_id("ftckpt"), model_id=f"{output.model_id}:ckpt-step-{step}", job_id=output.job_id,
+            base_model=output.base_model, organization_id=output.organization_id, step_number=step,
+            training_type=output.training_type, metrics=metrics, created_at=now()))
+        older = self.repo.checkpoints(output.job_id)[1:]
+        for row in older:
+            (blobs.checkpoint_dir(output.job_id, row.step_number) / TRAINER_STATE).unlink(missing_ok=True)
+        dropped = older[KEPT_CHECKPOINTS - 1:]
+        self.repo.delete_checkpoints([row.id for row in dropped])
+        for row in dropped:
+            blobs.delete_dir(blobs.checkpoint_dir(output.job_id, row.step_number))
+        return True
+
+    def resume_point(self, job_id: str) -> ResumePoint | None:
+        """The newest checkpoint when it is complete and holds the trainer state to go on from;
+        otherwise whatever checkpoints there are go, and the job starts over."""
+        newest = self.repo.checkpoints(job_id, limit=1)
+        if not newest:
+            return None
+        folder = self.catalog.blobs.checkpoint_dir(job_id, newest[0].step_number)
+        try:
+            read_manifest(folder)
+            if (folder / TRAINER_STATE).exists():
+                return ResumePoint(folder, newest[0].step_number)
+        except ValueError:
+            pass
+        self.discard_job_artefacts(job_id)
+        return None
+
+    def last_checkpoint_step(self, job_id: str) -> int | None:
+        newest = self.repo.checkpoints(job_id, limit=1)
+        return newest[0].step_number if newest else None
+
+    def publish(self, output: JobOutput) -> None:
+        """The fine-tuned model is the job's last checkpoint: its files hard-linked (no second
+        copy on disk), without the trainer state."""
+        blobs = self.catalog.blobs
+        last = self.repo.checkpoints(output.job_id, limit=1)[0]
+        blobs.link_copy(blobs.checkpoint_dir(output.job_id, last.step_number), blobs.model_dir(output.job_id),
+                        skip=(TRAINER_STATE,))
+        self.repo.add(FineTunedModel(id=output.model_id, organization_id=output.organization_id,
+                                     organization_name=output.organization_name, base_model=output.base_model,
+                                     job_id=output.job_id, training_type=output.training_type, created_at=now()))
+
+    def discard_job_artefacts(self, job_id: str) -> None:
+        """A cancelled job's checkpoints (rows and weights); it leaves no model behind."""
+        self.repo.delete_checkpoints([row.id for row in self.repo.checkpoints(job_id)])
+        self.catalog.blobs.delete_job_artefacts(job_id)

@@ -104,5 +104,6 @@ class Checkpoint(Base):
     organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
     base_model: Mapped[str] = mapped_column(String(256))
     step_number: Mapped[int] = mapped_column(Integer)
+    training_type: Mapped[str] = mapped_column(String(8))  # lora | full: what its weights are
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(Integer)

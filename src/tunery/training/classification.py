@@ -5,6 +5,7 @@ token of each class's completion, as the legacy guide recommends (classes that a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,9 @@ class ClassificationSpec:
 
 
 class ClassificationError(ValueError):
-    pass
+    def __init__(self, message: str, param: str = "compute_classification_metrics"):
+        super().__init__(message)
+        self.param = param  # the job parameter at fault
 
 
 def first_tokens(tokenizer, classes: list[str]) -> list[int]:
@@ -38,6 +41,22 @@ def first_tokens(tokenizer, classes: list[str]) -> list[int]:
     if len(set(tokens)) != len(tokens):
         raise ClassificationError("classes must start with different tokens to be told apart by the first token")
     return tokens
+
+
+def scorer(options: dict[str, Any], examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]],
+           tokenizer) -> Callable[[Any], dict[str, float]]:
+    """The epoch-end scorer of a job that asked for classification metrics (options: n_classes,
+    positive_class, betas), checked against its training data; ClassificationError otherwise."""
+    classes = sorted({e["completion"] for e in examples})
+    spec = ClassificationSpec(options.get("n_classes"), options.get("positive_class"), options.get("betas") or [1.0])
+    if spec.positive_class is not None and (len(classes) != 2 or spec.positive_class not in classes):
+        raise ClassificationError(f"classification_positive_class {spec.positive_class!r} must be one of exactly "
+                                  f"two completions; the training file has {classes[:10]}", "classification_positive_class")
+    try:
+        first_tokens(tokenizer, classes)
+    except ClassificationError as exc:
+        raise ClassificationError(f"Classification metrics: {exc}; the completions are {classes[:10]}") from None
+    return lambda recipe: evaluate(recipe, valid_examples, classes, spec)
 
 
 def evaluate(recipe, valid_examples: list[dict[str, Any]], classes: list[str], spec: ClassificationSpec) -> dict[str, float]:

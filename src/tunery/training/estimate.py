@@ -1,20 +1,48 @@
-"""How long training will take on this machine: a few real optimizer steps of the recipe on
-synthetic examples of the data set's typical length give tokens per second, and the billed
-tokens divided by that give the estimate."""
+"""What a training file will cost before it trains: the epochs "auto" gives it, the tokens billed
+(as OpenAI bills: tokens x epochs) and the time on this machine. The time comes from a few real
+optimizer steps of the recipe on synthetic examples of the data set's typical length (tokens per
+second), dividing the billed tokens."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from tunery.training.sft import SFTConfig, SFTRecipe
+from tunery.data.stats import TokenStats
+from tunery.training.hyperparameters import default_batch_size, default_epochs
 
 MEASURED_STEPS = 3  # timed optimizer steps, after one untimed warm-up step
 MIN_EXAMPLE_TOKENS = 16
 
 
+@dataclass
+class TrainingEstimate:
+    n_epochs: int  # what "auto" resolves to for this many examples
+    billed_tokens: int  # tokens x epochs, as OpenAI bills
+    estimated_seconds: float | None = None  # training time on this machine, when measured
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate_training(stats: TokenStats, base_model: str | None = None, *, device: str = "auto") -> TrainingEstimate:
+    """The auto epochs and billed tokens of a checked file; with base_model (a model folder), the
+    training time too, measured here with the auto batch size."""
+    epochs = default_epochs(stats.examples) if stats.examples else 0
+    result = TrainingEstimate(n_epochs=epochs, billed_tokens=stats.tokens * epochs)
+    if base_model is not None and stats.examples:
+        speed = measure_tokens_per_second(base_model, batch_size=default_batch_size(stats.examples), device=device,
+                                          example_tokens=int(stats.tokens_per_example.mean))
+        result.estimated_seconds = round(result.billed_tokens / speed, 1)
+    return result
+
+
 def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_size: int,
                               training_type: str = "lora", device: str = "auto") -> float:
     """Training throughput of the real recipe on examples of about example_tokens tokens."""
+    from tunery.training.sft import SFTConfig, SFTRecipe
+
     half = max(MIN_EXAMPLE_TOKENS, example_tokens) // 2
     examples = [{"prompt": " word" * half, "completion": " word" * half}] * batch_size * (MEASURED_STEPS + 1)
     recipe = SFTRecipe(SFTConfig(base_model=base_model, n_epochs=1, batch_size=batch_size, learning_rate=1e-5,
@@ -36,7 +64,3 @@ def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_siz
     finally:
         recipe.cleanup()
     return tokens / (time.perf_counter() - started[0])
-
-
-def estimate_seconds(billed_tokens: int, tokens_per_second: float) -> float:
-    return billed_tokens / tokens_per_second

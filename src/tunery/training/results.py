@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunery.training.sft import StepMetrics
+if TYPE_CHECKING:
+    from tunery.training.sft import StepMetrics
 
 COLUMNS = ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
 RESULTS_FILENAME = "step_metrics.csv"

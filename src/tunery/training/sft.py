@@ -76,6 +76,15 @@ class StepMetrics:
     def as_data(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def message(self) -> str:
+        """The guide's wording: "Step 3/30: training loss=1.52", with validation losses when known."""
+        message = f"Step {self.step}/{self.total_steps}: training loss={self.train_loss:.2f}"
+        if self.valid_loss is not None:
+            message += f", validation loss={self.valid_loss:.2f}"
+        if self.full_valid_loss is not None:
+            message += f", full validation loss={self.full_valid_loss:.2f}"
+        return message
+
 
 @dataclass
 class SFTResult:

@@ -1,0 +1,127 @@
+"""The job queue as workers see it: claim a job with a lease, keep the lease with heartbeats,
+report events, and let the job go (validated, succeeded, failed, cancelled, paused or handed
+back to the queue). Every change is conditional on the job still being as the worker saw it,
+so a cancel, pause or another worker's claim in between is never overwritten. Workers get
+plain values (ClaimedJob, JobState), never database rows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tunery.ids import now
+from tunery.storage.jobs import JobsRepo
+from tunery.storage.orgs import OrgsRepo
+from tunery.storage.tables import Job
+
+ALL_EVENTS = 1_000_000
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job a worker holds the lease of: what it needs to validate or train it."""
+    id: str
+    organization_id: str
+    organization_name: str
+    model: str  # as asked for: a base model, or a fine-tuned model or checkpoint to continue
+    base_model: str
+    method: str  # a key of training.methods.METHODS
+    training_file: str
+    validation_file: str | None
+    suffix: str | None
+    seed: int
+    hyperparameters: dict[str, Any]  # as requested ("auto" or numbers)
+    integrations: list[dict[str, Any]] | None
+    classification: dict[str, Any] | None  # the legacy classification metrics' options
+
+
+@dataclass(frozen=True)
+class JobState:
+    status: str
+    cancelling: bool  # a cancel was asked and waits for the worker
+
+
+class JobQueue:
+    def __init__(self, jobs: JobsRepo, orgs: OrgsRepo, lease_seconds: float):
+        self.jobs = jobs
+        self.orgs = orgs
+        self.lease_seconds = lease_seconds
+
+    # claiming --------------------------------------------------------------------------------------
+    def claim_validation(self, worker_id: str) -> ClaimedJob | None:
+        """The oldest job whose files wait for the model-specific checks."""
+        return self._claimed(self.jobs.claim(("validating_files",), "validating_files", worker_id, self.lease_seconds))
+
+    def claim_training(self, worker_id: str) -> ClaimedJob | None:
+        """The oldest queued job, or a running one whose worker went silent (its lease ran out)."""
+        return self._claimed(self.jobs.claim(("queued", "running"), "running", worker_id, self.lease_seconds))
+
+    def _claimed(self, row: Job | None) -> ClaimedJob | None:
+        if row is None:
+            return None
+        return ClaimedJob(
+            id=row.id, organization_id=row.organization_id, organization_name=self.orgs.get(row.organization_id).name,
+            model=row.model, base_model=row.base_model, method=(row.method or {}).get("type", "supervised"),
+            training_file=row.training_file, validation_file=row.validation_file, suffix=row.suffix, seed=row.seed,
+            hyperparameters=dict(row.hyperparameters), integrations=row.integrations, classification=row.classification)
+
+    def heartbeat(self, job_id: str, worker_id: str, *, estimated_finish: int | None = None) -> bool:
+        """Extend the lease; False when the job should stop (no longer this worker's, paused, or
+        a cancel was asked)."""
+        return self.jobs.heartbeat(job_id, worker_id, self.lease_seconds, estimated_finish=estimated_finish)
+
+    def state(self, job_id: str, worker_id: str) -> JobState | None:
+        """The job as it is now, while this worker holds it; None once it is not (or no more) its."""
+        row = self.jobs.get(None, job_id)
+        if row is None or row.worker_id != worker_id:
+            return None
+        return JobState(row.status, bool(row.cancel_requested) or row.status == "cancelled")
+
+    # reporting -------------------------------------------------------------------------------------
+    def event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
+              data: dict[str, Any] | None = None) -> None:
+        self.jobs.add_event(job_id, message, level=level, type=type, data=data)
+
+    def logged_data(self, job_id: str) -> list[dict[str, Any]]:
+        """The data of every event the job logged, oldest first."""
+        return [event.data for event in reversed(self.jobs.events(job_id, limit=ALL_EVENTS)) if event.data]
+
+    def record_hyperparameters(self, job_id: str, resolved: dict[str, Any]) -> None:
+        """The numbers "auto" resolved to, shown on the job from then on."""
+        self.jobs.update(job_id, hyperparameters=resolved)
+
+    # letting go ------------------------------------------------------------------------------------
+    def validated(self, job_id: str) -> None:
+        """Files checked: the job queues for training, unless it was cancelled or paused meanwhile."""
+        if self.jobs.release(job_id, only_if_status="validating_files", status="queued"):
+            self.event(job_id, "Files validated, moving job to queued state")
+
+    def succeeded(self, job_id: str, *, model_id: str, trained_tokens: int, result_file: str) -> None:
+        self.event(job_id, "The job has successfully completed")
+        self.jobs.release(job_id, status="succeeded", fine_tuned_model=model_id, finished_at=now(),
+                          trained_tokens=trained_tokens, estimated_finish=None, result_files=[result_file])
+
+    def fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
+        """The job ends failed with OpenAI's error object {code, message, param}."""
+        self.event(job_id, message, level="error")
+        self.jobs.release(job_id, status="failed", finished_at=now(), estimated_finish=None,
+                          error={"code": code, "message": message, "param": param})
+
+    def cancel(self, job_id: str) -> None:
+        """The job ends cancelled (its artefacts are its owner's to discard first)."""
+        self.event(job_id, "Fine-tuning job cancelled")
+        self.jobs.release(job_id, status="cancelled", finished_at=now(), estimated_finish=None, cancel_requested=True)
+
+    def hand_back(self, job_id: str, seen: JobState, step: int) -> bool:
+        """A job stopped with a checkpoint at `step`: a paused one stays paused, a running one
+        (its worker going away) queues to go on from there. False when the job changed since
+        `seen` (a cancel arrived): look again."""
+        status = "queued" if seen.status == "running" else seen.status
+        if not self.jobs.release(job_id, only_if_status=seen.status, only_if_not_cancelling=True,
+                                 status=status, estimated_finish=None):
+            return False
+        if status == "paused":
+            self.event(job_id, f"Fine-tuning job paused at step {step}; resuming continues from there")
+        elif seen.status == "running":
+            self.event(job_id, f"The worker stopped at step {step}; the job is queued to go on from there", level="warn")
+        return True

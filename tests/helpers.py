@@ -1,0 +1,130 @@
+"""What tests share besides fixtures: the sample data, names, and the steps many tests take
+(a `tunery serve` process to drive, uploading a file, waiting for a job, a key for another
+organization, the colour-to-fruit toy task). Test modules import from here, never from each other."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from openai import OpenAI
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "examples" / "data"  # the repository's own sample data sets
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MARV = (SAMPLE_DATA / "marv.jsonl").read_bytes()
+TINY_MODEL = "tiny-llama"
+TEST_KEY = "sk-tunery-test-key"
+SERVER_START_SECONDS = 120
+FINISHED = ("succeeded", "failed", "cancelled")
+
+# The toy task the tiny model learns in a few seconds: a colour's fruit.
+COLOR_PAIRS = [("red", "apple"), ("yellow", "banana"), ("green", "lime"), ("purple", "grape")]
+COLOR_EXAMPLES = [{"messages": [{"role": "user", "content": color}, {"role": "assistant", "content": fruit}]}
+                  for color, fruit in COLOR_PAIRS] * 3
+
+# Tool and function calls in the training format: a question, a call, its result, an answer.
+WEATHER_QUESTION = {"role": "user", "content": "What is the weather in Oslo?"}
+WEATHER = {"name": "get_current_weather", "parameters": {"type": "object", "properties": {"location": {"type": "string"}}}}
+WEATHER_CALL = {"id": "call_1", "type": "function", "function": {"name": "get_current_weather", "arguments": "{\"location\": \"Oslo\"}"}}
+TOOL_EXAMPLE = {"messages": [WEATHER_QUESTION, {"role": "assistant", "tool_calls": [WEATHER_CALL]},
+                             {"role": "tool", "tool_call_id": "call_1", "content": "-3"},
+                             {"role": "assistant", "content": "It is -3 degrees."}],
+                "tools": [{"type": "function", "function": WEATHER}], "parallel_tool_calls": False}
+FUNCTION_EXAMPLE = {"messages": [WEATHER_QUESTION, {"role": "assistant", "function_call": WEATHER_CALL["function"]},
+                                 {"role": "function", "name": "get_current_weather", "content": "-3"},
+                                 {"role": "assistant", "content": "It is -3 degrees.", "weight": 1}],
+                    "functions": [WEATHER]}
+
+
+def upload(client: OpenAI, data: bytes = MARV, name: str = "train.jsonl"):
+    """A fine-tune file uploaded through the SDK (the guide's Marv examples by default)."""
+    return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune")
+
+
+def wait_until_finished(client: OpenAI, job_id: str, timeout: float = 120):
+    """The job once it has succeeded, failed or been cancelled."""
+    deadline = time.time() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status not in FINISHED:
+        assert time.time() < deadline, f"job still {job.status}"
+        time.sleep(0.2)
+    return job
+
+
+def key_for(server: Server, org: str) -> str:
+    """A new API key of organization `org` on the server's data directory, made with the CLI."""
+    from tunery.cli import app
+
+    result = CliRunner().invoke(app, ["keys", "create", "--org", org, "--data-dir", str(server.data_dir)])
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    def __init__(self, data_dir: Path, env: dict[str, str | None]):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log = open(data_dir.parent / f"server-{self.port}.log", "w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tunery", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
+            env={k: v for k, v in {**os.environ, "TUNERY_API_KEY": TEST_KEY, **env}.items() if v is not None},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + SERVER_START_SECONDS
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.output()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.time() > deadline:
+                raise TimeoutError(f"server did not start:\n{self.output()}")
+            time.sleep(0.2)
+
+    def client(self, api_key: str = TEST_KEY) -> OpenAI:
+        return OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, timeout=300)
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.log.close()
+
+
+def server_factory(root: Path):
+    servers: list[Server] = []
+
+    def start(*, base_models: tuple[Path, ...] = (), warm_up: bool = False, env_key: bool = True,
+              data_dir: Path | None = None, env: dict[str, str] | None = None) -> Server:
+        """env_key=False starts it without TUNERY_API_KEY; data_dir reuses a stopped server's state."""
+        data_dir = data_dir or root / f"server-data-{len(servers)}"
+        for folder in base_models:
+            shutil.copytree(folder, data_dir / "base_models" / folder.name)
+        settings = {"TUNERY_WARM_UP": str(warm_up).lower()} | ({} if env_key else {"TUNERY_API_KEY": None})
+        server = Server(data_dir, settings | (env or {}))
+        servers.append(server)
+        return server
+
+    return start, servers
