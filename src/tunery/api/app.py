@@ -12,7 +12,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunery import __version__
-from tunery.api.routes import chat, completions, files, fine_tuning, models
+from tunery import console
+from tunery.api.routes import chat, completions, files, fine_tuning, models, tunery
 from tunery.config import Settings
 from tunery.errors import InvalidRequest, TuneryError
 from tunery.services.container import Container
@@ -25,6 +26,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.container = Container(settings)
     for module in (files, fine_tuning, models, chat, completions):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(tunery.router, prefix="/tunery")
+    console.mount(app)
 
     @app.get("/health", include_in_schema=False)
     def health() -> dict:
@@ -34,6 +37,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(FaultBarrier)
+    app.add_middleware(SecurityHeaders)
     return app
 
 
@@ -53,6 +57,36 @@ def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error = TuneryError(str(exc.detail))
     error.status_code, error.error_type = exc.status_code, "invalid_request_error"
     return JSONResponse(error.envelope(), status_code=exc.status_code)
+
+
+class SecurityHeaders:
+    """Headers on every response that keep the console's pages to their own scripts: only files
+    of this server run (no inline script, no eval, nothing from elsewhere), no form is ever sent
+    (the key stays in the page), no other site may frame it, no response is sniffed as another type."""
+
+    HEADERS = [
+        (b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+                                     b"connect-src 'self'; font-src 'self'; form-action 'none'; frame-ancestors 'none'; "
+                                     b"base-uri 'none'"),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + self.HEADERS
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class FaultBarrier:

@@ -27,7 +27,7 @@ from tunery.data.prepare import (
 from tunery.data.stats import Distribution, TokenStats
 from tunery.data.validate import Report
 from tunery.storage import BlobStore
-from tunery.training.estimate import TrainingEstimate, estimate_training
+from tunery.training.estimate import FileCheck
 
 SHOWN_PROBLEMS = 50  # rows per table; --json gives all that were kept
 
@@ -53,13 +53,12 @@ def check_file(file: Path, model: str, catalog: Catalog, *, measure: bool = Fals
     keeps its standard output for JSON)."""
     if not file.is_file():
         fail(f"{file}: no such file")
-    report, stats = catalog.check_file(model, file)
-    cost = estimate_training(stats, str(catalog.path(model)) if measure and report.ok else None)
+    checked = catalog.check_file(model, file, measure=measure)
     if as_json:
-        typer.echo(json.dumps(report.as_dict() | {"model": model, "stats": stats.as_dict() | cost.as_dict()}, indent=2))
+        typer.echo(json.dumps(checked.as_dict(model), indent=2))
     else:
-        _print_report(file, model, report, stats, cost, console or Console())
-    return report
+        _print_report(file, model, checked, console or Console())
+    return checked.report
 
 
 def prepare_data(
@@ -124,8 +123,8 @@ def _print_usage(paths: list[Path], prepared, to_chat: bool) -> None:
         typer.echo(f"Pass stop=[{json.dumps(prepared.stop)}] so that generated text ends at the expected place.")
 
 
-def _print_report(file: Path, model: str, report: Report, stats: TokenStats, cost: TrainingEstimate,
-                  console: Console) -> None:
+def _print_report(file: Path, model: str, checked: FileCheck, console: Console) -> None:
+    report, stats, cost = checked.report, checked.stats, checked.cost
     console.print(f"[bold]{file}[/]: {report.format or 'unknown'} format, {report.examples} valid examples "
                   f"(tokens counted with {model}, context {stats.context_length})")
     for title, problems, count, style in (("Errors", report.errors, report.error_count, "red"),

@@ -35,6 +35,7 @@ def serve(
     key = api.state.container.organizations.default_key()
     base_url = f"http://{settings.host}:{settings.port}/v1"
     typer.echo(f"tunery serving on {base_url} (data in {settings.data_dir.resolve()})")
+    typer.echo(f"Console: http://{settings.host}:{settings.port}/ (sign in with the key below)")
     typer.echo(f"API key for organization '{DEFAULT_ORGANIZATION}': {key}")
     typer.echo(f"  export OPENAI_BASE_URL={base_url} OPENAI_API_KEY={key}", nl=True)
     worker_process = None

@@ -88,7 +88,8 @@ class Worker:
         for param, file_id in _files(job):
             label = param.replace("_", " ")
             self.queue.event(job.id, f"Validating {label}: {file_id}")
-            report, stats = self.catalog.check_file(job.base_model, self._file(job, param))
+            checked = self.catalog.check_file(job.base_model, self._file(job, param))
+            report, stats = checked.report, checked.stats
             if job.classification and report.format != "prompt_completion":
                 raise JobFailed("invalid_training_file", f"Classification metrics need prompt/completion data; the "
                                 f"{label} {file_id} holds {report.format} examples.", param)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -25,3 +25,25 @@ class FileDeleted(BaseModel):
     id: str
     object: Literal["file"] = "file"
     deleted: bool
+
+
+class FileProblem(BaseModel):
+    line: int  # 1-based; 0 for the file as a whole
+    code: str
+    message: str
+
+
+class FileReport(BaseModel):
+    """tunery's extension: a training file checked against a model as a job would check it
+    (POST /tunery/files/check), the report `tunery validate --json` prints."""
+    object: Literal["tunery.file_report"] = "tunery.file_report"
+    model: str  # the base model whose tokenizer and context were used
+    ok: bool  # no errors: a job can start from it
+    format: str | None  # chat | prompt_completion | preference
+    examples: int  # examples without errors
+    error_count: int
+    warning_count: int
+    errors: list[FileProblem]  # the first 1,000
+    warnings: list[FileProblem]
+    stats: dict[str, Any]  # token statistics (per example: min, max, mean, median, p5, p95), n_epochs,
+    # billed_tokens, estimated_seconds (training time measured on this server)

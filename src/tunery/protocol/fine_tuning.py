@@ -81,6 +81,7 @@ class FineTuningJob(BaseModel):
     integrations: list[dict[str, Any]] | None = None
     metadata: dict[str, str] | None = None
     method: Method | None = None
+    user_provided_suffix: str | None = None  # in OpenAI's responses, though not in the SDK's type
 
 
 class FineTuningJobEvent(BaseModel):

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import re
 import secrets
+from pathlib import Path
 from typing import Any
 
 from tunery.errors import Conflict, InvalidRequest, NotFound, RateLimited
 from tunery.ids import new_id, now
 from tunery.integrations.wandb_run import IntegrationError, check_integrations
+from tunery.protocol.files import FileReport
 from tunery.protocol.fine_tuning import (
     CheckpointMetrics,
     CreateJobRequest,
@@ -51,6 +53,7 @@ def to_object(row: Job) -> FineTuningJob:
         organization_id=row.organization_id, result_files=row.result_files or [], seed=row.seed, status=row.status,
         trained_tokens=row.trained_tokens, training_file=row.training_file, validation_file=row.validation_file,
         estimated_finish=row.estimated_finish, integrations=row.integrations, metadata=row.metadata_, method=method,
+        user_provided_suffix=row.suffix,
     )
 
 
@@ -73,7 +76,8 @@ class JobsService:
             if row.purpose != "fine-tune":
                 raise InvalidRequest(f"File {file_id} has purpose {row.purpose!r}, not 'fine-tune'.", param=param)
         if request.suffix is not None and not SUFFIX_PATTERN.match(request.suffix):
-            raise InvalidRequest("suffix must be 1-64 characters of letters, digits, '-' and '_'.", param="suffix")
+            raise InvalidRequest(f"suffix must be 1-64 characters of letters, digits, '-' and '_'; {request.suffix[:70]!r} "
+                                 "is not.", param="suffix")
         if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}.", param="seed")
         _check_metadata(request.metadata)
@@ -105,12 +109,21 @@ class JobsService:
         self.repo.add_event(job.id, f"Created fine-tuning job: {job.id}")
         return to_object(job)
 
+    def check_file(self, org_id: str, model: str | None, path: Path) -> FileReport:
+        """A training file checked against the base model a job from `model` would train, as the
+        job would check it, with the auto epochs, the billed tokens and the training time measured
+        on this server."""
+        if not model:
+            raise InvalidRequest("Name the model the file is for.", param="model")
+        base = self.models.resolve(org_id, model).base_name
+        return FileReport(**self.models.catalog.check_file(base, path, measure=True).as_dict(base))
+
     def retrieve(self, org_id: str, job_id: str) -> FineTuningJob:
         return to_object(self._row(org_id, job_id))
 
-    def list(self, org_id: str, *, limit: int, after: str | None,
-             metadata: dict[str, str] | None = None) -> tuple[list[FineTuningJob], bool]:
-        rows = self.repo.list(org_id, limit=limit + 1, after=after, metadata=metadata)
+    def list(self, org_id: str, *, limit: int, after: str | None, metadata: dict[str, str] | None = None,
+             status: str | None = None) -> tuple[list[FineTuningJob], bool]:
+        rows = self.repo.list(org_id, limit=limit + 1, after=after, metadata=metadata, status=status)
         return [to_object(r) for r in rows[:limit]], len(rows) > limit
 
     def cancel(self, org_id: str, job_id: str) -> FineTuningJob:

@@ -29,10 +29,13 @@ class JobsRepo:
             return row if row is not None and (org_id is None or row.organization_id == org_id) else None
 
     def list(self, org_id: str, *, limit: int, after: str | None = None,
-             metadata: dict[str, str] | None = None) -> list[Job]:
-        """Newest first; with metadata, only jobs whose metadata holds every given pair."""
+             metadata: dict[str, str] | None = None, status: str | None = None) -> list[Job]:
+        """Newest first; with metadata, only jobs whose metadata holds every given pair; with
+        status, only jobs in that status."""
         with self.db.session() as s:
             query = select(Job).where(Job.organization_id == org_id)
+            if status is not None:
+                query = query.where(Job.status == status)
             for key, value in (metadata or {}).items():
                 query = query.where(Job.metadata_[key].as_string() == value)
             if after and (anchor := s.get(Job, after)) is not None:

@@ -5,15 +5,20 @@ second), dividing the billed tokens."""
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from tunery.data.stats import TokenStats
+from tunery.data.validate import Report
 from tunery.training.hyperparameters import default_batch_size, default_epochs
 
 MEASURED_STEPS = 3  # timed optimizer steps, after one untimed warm-up step
 MIN_EXAMPLE_TOKENS = 16
+TOKENS_BUCKET = 32  # example lengths measured alike: a measurement serves every file within the bucket
+_measuring = threading.Lock()  # one measurement at a time: two would slow each other down
 
 
 @dataclass
@@ -26,16 +31,35 @@ class TrainingEstimate:
         return asdict(self)
 
 
+@dataclass
+class FileCheck:
+    """A training file checked against a base model: its report, token statistics and cost."""
+    report: Report
+    stats: TokenStats
+    cost: TrainingEstimate
+
+    def as_dict(self, model: str) -> dict[str, Any]:
+        """What `tunery validate --json` prints and the console's file check returns."""
+        return self.report.as_dict() | {"model": model, "stats": self.stats.as_dict() | self.cost.as_dict()}
+
+
 def estimate_training(stats: TokenStats, base_model: str | None = None, *, device: str = "auto") -> TrainingEstimate:
     """The auto epochs and billed tokens of a checked file; with base_model (a model folder), the
-    training time too, measured here with the auto batch size."""
+    training time too, measured here with the auto batch size (once per model, batch size and
+    length bucket in a process)."""
     epochs = default_epochs(stats.examples) if stats.examples else 0
     result = TrainingEstimate(n_epochs=epochs, billed_tokens=stats.tokens * epochs)
     if base_model is not None and stats.examples:
-        speed = measure_tokens_per_second(base_model, batch_size=default_batch_size(stats.examples), device=device,
-                                          example_tokens=int(stats.tokens_per_example.mean))
+        bucket = max(1, round(stats.tokens_per_example.mean / TOKENS_BUCKET)) * TOKENS_BUCKET
+        with _measuring:
+            speed = _measured(base_model, bucket, default_batch_size(stats.examples), device)
         result.estimated_seconds = round(result.billed_tokens / speed, 1)
     return result
+
+
+@functools.lru_cache(maxsize=64)
+def _measured(base_model: str, example_tokens: int, batch_size: int, device: str) -> float:
+    return measure_tokens_per_second(base_model, example_tokens=example_tokens, batch_size=batch_size, device=device)
 
 
 def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_size: int,

@@ -8,7 +8,13 @@ from fastapi import APIRouter, Query, Request
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.protocol.common import ListResponse
-from tunery.protocol.fine_tuning import CreateJobRequest, FineTuningJob, FineTuningJobCheckpoint, FineTuningJobEvent
+from tunery.protocol.fine_tuning import (
+    CreateJobRequest,
+    FineTuningJob,
+    FineTuningJobCheckpoint,
+    FineTuningJobEvent,
+    JobStatus,
+)
 
 router = APIRouter(tags=["fine-tuning"])
 MAX_PAGE = 100
@@ -21,12 +27,13 @@ def create(c: ContainerDep, org: OrgDep, body: CreateJobRequest) -> FineTuningJo
 
 
 @router.get("/fine_tuning/jobs")
-def list_jobs(c: ContainerDep, org: OrgDep, request: Request, limit: Limit = 20,
-              after: str | None = None) -> ListResponse[FineTuningJob]:
+def list_jobs(c: ContainerDep, org: OrgDep, request: Request, limit: Limit = 20, after: str | None = None,
+              status: JobStatus | None = None) -> ListResponse[FineTuningJob]:
+    """`status` is tunery's extension: only the jobs in that status."""
     # The SDK sends the metadata filter as metadata[key]=value query parameters.
     metadata = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
                 if k.startswith("metadata[") and k.endswith("]")}
-    data, has_more = c.jobs.list(org.id, limit=limit, after=after, metadata=metadata or None)
+    data, has_more = c.jobs.list(org.id, limit=limit, after=after, metadata=metadata or None, status=status)
     return ListResponse(data=data, has_more=has_more)
 
 

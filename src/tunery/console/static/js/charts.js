@@ -1,0 +1,63 @@
+// Charts of a job's metrics over its steps, drawn with the vendored uPlot (window.uPlot), each with
+// the table of its numbers for keyboards and screen readers. A chart grows as points arrive.
+
+import { h, number } from "./dom.js";
+
+const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2"];
+
+// series: [{key: "train_loss", label: "Training loss", pointsOnly: false}, ...]
+export function metricsChart(title, series) {
+  const plotBox = h("div", { class: "plot", role: "img", "aria-label": title });
+  const table = h("table", { class: "data" });
+  const figure = h("figure", { class: "chart", dataset: { points: "0" } },
+    h("figcaption", {}, title), plotBox,
+    h("details", {}, h("summary", {}, `${title}: the numbers`), table));
+  let plot = null;
+  let rows = [];
+
+  function options(width) {
+    return {
+      width, height: 240,
+      scales: { x: { time: false } },
+      axes: [{ label: "step" }, {}],
+      legend: { live: true },
+      series: [{ label: "step" }, ...series.map((s, i) => ({
+        label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+        ...(s.pointsOnly ? { paths: () => null, points: { show: true, size: 8, fill: COLORS[i % COLORS.length] } } : {}),
+      }))],
+    };
+  }
+
+  function data() {
+    return [rows.map((r) => r.step), ...series.map((s) => rows.map((r) => r[s.key] ?? null))];
+  }
+
+  function drawTable() {
+    table.replaceChildren(
+      h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "step"), series.map((s) => h("th", { scope: "col" }, s.label)))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, r.step), series.map((s) => h("td", {}, number(r[s.key])))))));
+  }
+
+  const resize = new ResizeObserver(() => {
+    if (plot && plotBox.clientWidth) plot.setSize({ width: plotBox.clientWidth, height: 240 });
+  });
+  resize.observe(plotBox);
+
+  return {
+    element: figure,
+    // points: every metrics event's data so far, any order; steps without any of the series are left out.
+    update(points) {
+      const wanted = points.filter((p) => series.some((s) => p[s.key] !== undefined && p[s.key] !== null));
+      rows = [...new Map(wanted.map((p) => [p.step, p])).values()].sort((a, b) => a.step - b.step);
+      figure.dataset.points = String(rows.length);
+      drawTable();
+      if (!rows.length || !window.uPlot) return;
+      if (!plot) plot = new window.uPlot(options(plotBox.clientWidth || 600), data(), plotBox);
+      else plot.setData(data());
+    },
+    destroy() {
+      resize.disconnect();
+      if (plot) plot.destroy();
+    },
+  };
+}

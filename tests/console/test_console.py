@@ -1,0 +1,212 @@
+"""The console in a real browser (headless Chromium through Playwright) against a real `tunery
+serve` with the tiny model: sign-in, the jobs list and a job's live charts, creating a job from
+a file whose planted error blocks it, the playground comparing a base and a fine-tuned model,
+what users wrote shown as text and never run, and the pages usable at phone width with every
+control labelled. Each test's screenshot lands in test-artifacts/console/."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from tests.helpers import MARV, TEST_KEY, TINY_MODEL, upload, wait_until_finished
+
+PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+
+
+def sign_in(page, server) -> None:
+    page.goto(server.base_url.removesuffix("/v1") + "/")
+    page.get_by_label("API key").fill(TEST_KEY)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
+
+
+def metrics_events(client, job_id: str) -> int:
+    """The job's metrics events, every page of them (the SDK pages through)."""
+    return sum(1 for e in client.fine_tuning.jobs.list_events(job_id, limit=100) if e.type == "metrics")
+
+
+@pytest.fixture(scope="module")
+def finished_job(tiny_server):
+    client = tiny_server.client()
+    job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client).id, suffix="console",
+                                         hyperparameters={"n_epochs": 2})
+    return wait_until_finished(client, job.id)
+
+
+def test_sign_in_with_a_key_and_sign_out_forgets_it(page, tiny_server):
+    page.goto(tiny_server.base_url.removesuffix("/v1") + "/")
+    page.get_by_label("API key").fill("sk-tunery-wrong")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("alert").filter(has_text="not valid").wait_for()
+    sign_in(page, tiny_server)
+    assert TEST_KEY not in page.url
+    assert page.evaluate("sessionStorage.getItem('tunery.apiKey')") == TEST_KEY
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_label("API key").wait_for()
+    assert page.evaluate("sessionStorage.getItem('tunery.apiKey') || localStorage.getItem('tunery.apiKey')") is None
+    page.goto(tiny_server.base_url.removesuffix("/v1") + "/#/jobs")  # the key is gone: signing in again is needed
+    page.get_by_label("API key").wait_for()
+
+
+def test_the_console_is_served_with_a_content_security_policy(tiny_server):
+    root = tiny_server.base_url.removesuffix("/v1")
+    page = httpx.get(root + "/")
+    assert page.status_code == 200 and "tunery" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy and "form-action 'none'" in policy
+    assert httpx.get(root + "/console/static/vendor/uplot/uPlot.iife.min.js").status_code == 200
+
+
+def test_a_job_created_through_the_sdk_is_listed_and_its_chart_has_a_point_per_metrics_event(page, tiny_server,
+                                                                                             finished_job):
+    sign_in(page, tiny_server)
+    row = page.locator(f"tr[data-job='{finished_job.id}']")
+    row.wait_for()
+    assert "succeeded" in row.inner_text() and "console" in row.inner_text()
+    assert finished_job.fine_tuned_model in row.inner_text()
+    page.get_by_role("link", name=finished_job.id).click()
+    steps = metrics_events(tiny_server.client(), finished_job.id)
+    assert steps == 24  # 12 examples, batch 1, 2 epochs
+    loss = page.locator("figure.chart", has_text="Loss").first
+    page.wait_for_function("n => document.querySelector('figure.chart').dataset.points == n", arg=str(steps))
+    assert loss.locator("canvas").count() >= 1  # uPlot drew it
+    assert loss.locator("details tbody tr").count() == steps
+    page.get_by_role("heading", name="Checkpoints").wait_for()
+    assert page.locator("a", has_text="Try in playground").count() >= 2  # the model and each checkpoint
+    assert page.get_by_role("button", name="Download result file").is_visible()
+
+
+def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_chart_grows(page, tiny_server, tmp_path):
+    lines = MARV.decode().splitlines()
+    broken = list(lines)
+    broken[2] = json.dumps({"messages": [{"role": "robot", "content": "beep"}]})
+    (tmp_path / "broken.jsonl").write_text("\n".join(broken))
+    (tmp_path / "fixed.jsonl").write_text("\n".join(lines))
+    sign_in(page, tiny_server)
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Base or fine-tuned model").select_option(TINY_MODEL)
+    page.get_by_label("Training file: a JSONL file from this computer").set_input_files(str(tmp_path / "broken.jsonl"))
+    errors = page.locator(".problems.errors")
+    errors.wait_for()
+    assert "Errors (1)" in errors.inner_text()
+    first = errors.locator("tbody tr").first
+    assert first.locator("td").nth(0).inner_text() == "3" and first.locator("td").nth(1).inner_text() == "unknown_role"
+    create = page.get_by_role("button", name="Create job")
+    assert create.is_disabled()
+    assert "cannot start a job" in page.locator("#create-blocked").inner_text()
+
+    page.get_by_label("Training file: a JSONL file from this computer").set_input_files(str(tmp_path / "fixed.jsonl"))
+    page.get_by_text("The file is valid.").wait_for()
+    report = page.locator(".report-body").first.inner_text()
+    assert "Default epochs (auto): 9" in report and "Estimated training time on this server" in report
+    page.get_by_label("Epochs").fill("30")
+    page.get_by_label("Suffix").fill("grows")
+    create.click()
+    page.wait_for_url("**/#/jobs/ftjob-*")
+    job_id = page.url.rsplit("/", 1)[1]
+    seen, deadline = [], time.time() + 180
+    status = page.locator(".title-row .badge")
+    while (text := status.inner_text() if status.count() else "") != "succeeded":
+        assert text != "failed" and time.time() < deadline, text
+        points = int(page.locator("figure.chart").first.get_attribute("data-points"))
+        if not seen or points != seen[-1]:
+            seen.append(points)
+        page.wait_for_timeout(250)
+    assert len([p for p in seen if 0 < p < 360]) >= 2, seen  # it grew while the job ran
+    page.wait_for_function("() => document.querySelector('figure.chart').dataset.points === '360'")
+    job = tiny_server.client().fine_tuning.jobs.retrieve(job_id)
+    assert job.status == "succeeded" and job.user_provided_suffix == "grows" and job.hyperparameters.n_epochs == 30
+
+
+def test_the_playground_compares_the_base_and_the_fine_tuned_model(page, tiny_server, finished_job):
+    sign_in(page, tiny_server)
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/playground?model={finished_job.fine_tuned_model}")
+    panels = page.locator("section.panel")
+    panels.nth(1).wait_for()  # the fine-tuned model and, beside it, its base
+    assert page.get_by_label("Model 1").input_value() == finished_job.fine_tuned_model
+    assert page.get_by_label("Model 2").input_value() == TINY_MODEL
+    page.get_by_label("Maximum tokens").fill("12")
+    page.get_by_label("Message", exact=True).fill("What's the capital of France?")
+    page.get_by_label("Message", exact=True).press("Enter")
+    for index in range(2):
+        panels.nth(index).locator(".stats", has_text="tokens in").wait_for()
+        assert panels.nth(index).locator("li.assistant .content").inner_text().strip()
+    assert panels.nth(0).locator("li.user").inner_text().endswith("What's the capital of France?")
+
+
+def test_completions_mode_shows_each_tokens_alternatives(page, tiny_server):
+    sign_in(page, tiny_server)
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/playground?mode=completions&model={TINY_MODEL}")
+    page.get_by_label("Prompt").fill("Hello")
+    page.get_by_label("Maximum tokens").fill("3")
+    page.get_by_role("button", name="Complete").click()
+    rows = page.locator("table.logprobs tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 3 and rows.first.locator("td").nth(2).inner_text().count(",") == 4  # 5 alternatives
+    assert page.locator(".token").first.get_attribute("title")
+
+
+def test_what_users_wrote_is_shown_as_text_and_never_run(page, tiny_server):
+    client = tiny_server.client()
+    examples = [json.dumps({"messages": [{"role": "user", "content": f"Question {i} {PAYLOAD}"},
+                                         {"role": "assistant", "content": PAYLOAD}]}) for i in range(12)]
+    file = upload(client, "\n".join(examples).encode(), name="payload.jsonl")
+    job = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model=TINY_MODEL, training_file=file.id, metadata={"note": PAYLOAD},
+        hyperparameters={"n_epochs": 15, "learning_rate_multiplier": 10}).id)
+    sign_in(page, tiny_server)
+
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/jobs/{job.id}")
+    page.get_by_text(PAYLOAD).first.wait_for()  # the metadata, as text
+
+    page.get_by_role("link", name="Files").click()
+    page.locator(f"tr[data-file='{file.id}']").get_by_role("button", name="Preview").click()
+    page.locator("article.example").first.get_by_text(PAYLOAD).first.wait_for()
+
+    page.get_by_role("link", name="New job").first.click()
+    page.get_by_label("Base or fine-tuned model").select_option(TINY_MODEL)
+    page.get_by_label("Training file: or one already uploaded").select_option(file.id)
+    page.get_by_text("The file is valid.").wait_for()
+    page.get_by_label("Suffix").fill(PAYLOAD[:60])
+    page.get_by_role("button", name="Create job").click()
+    page.get_by_role("alert").filter(has_text="suffix must be").get_by_text(PAYLOAD[:60], exact=False).wait_for()
+
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/playground?model={job.fine_tuned_model}")
+    page.get_by_label("Temperature").fill("0")
+    page.get_by_label("Message", exact=True).fill(f"Question 3 {PAYLOAD}")
+    page.get_by_label("Message", exact=True).press("Enter")
+    answer = page.locator("section.panel").first.locator("li.assistant .content")
+    page.locator("section.panel").first.locator(".stats", has_text="tokens in").wait_for()
+    assert "<script>" in answer.inner_text() or "<img" in answer.inner_text(), answer.inner_text()
+
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("main script, main img").count() == 0
+
+
+def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, finished_job):
+    sign_in(page, tiny_server)
+    unlabelled = """() => [...document.querySelectorAll('main input, main select, main textarea')]
+        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+        .map(el => el.name || el.outerHTML.slice(0, 80))"""
+    for route in ("#/jobs", "#/jobs/new", f"#/jobs/{finished_job.id}", "#/playground", "#/playground?mode=completions",
+                  "#/files", "#/models"):
+        page.goto(tiny_server.base_url.removesuffix("/v1") + "/" + route)
+        page.locator("main h1").wait_for()
+        page.wait_for_timeout(300)
+        assert page.evaluate(unlabelled) == [], route
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/jobs/{finished_job.id}")
+    page.locator("figure.chart canvas").first.wait_for()
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    # By keyboard: a page starts with the focus on its content; Tab walks its controls.
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Copy name"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Try in playground"
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/#/playground?model=*")
+    page.locator("section.panel").nth(1).wait_for()
