@@ -22,7 +22,8 @@ from tunery.catalog import EMBEDDED_MODEL, Catalog, _embedded_gguf
 from tunery.cli.common import quiet_libraries
 from tunery.config import Settings
 from tunery.data.render import render_generation_prompt
-from tunery.inference.engine import Delta, Engine, SamplingParams
+from tunery.inference.engine import Engine
+from tunery.inference.types import Delta, SamplingParams
 from tunery.storage import BlobStore
 from tunery.weights import Weights
 

@@ -114,6 +114,13 @@ class Server:
         self.log.close()
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def server_factory(root: Path):
     servers: list[Server] = []
 
@@ -121,8 +128,8 @@ def server_factory(root: Path):
               data_dir: Path | None = None, env: dict[str, str] | None = None) -> Server:
         """env_key=False starts it without TUNERY_API_KEY; data_dir reuses a stopped server's state."""
         data_dir = data_dir or root / f"server-data-{len(servers)}"
-        for folder in base_models:
-            shutil.copytree(folder, data_dir / "base_models" / folder.name)
+        for folder in base_models:  # hard links: a base model is read, never written
+            shutil.copytree(folder, data_dir / "base_models" / folder.name, copy_function=_link_or_copy)
         settings = {"TUNERY_WARM_UP": str(warm_up).lower()} | ({} if env_key else {"TUNERY_API_KEY": None})
         server = Server(data_dir, settings | (env or {}))
         servers.append(server)

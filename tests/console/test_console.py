@@ -12,14 +12,14 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import MARV, TEST_KEY, TINY_MODEL, upload, wait_until_finished
+from tests.helpers import MARV, TEST_KEY, TINY_MODEL, key_for, upload, wait_until_finished
 
 PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 
 
-def sign_in(page, server) -> None:
+def sign_in(page, server, key: str = TEST_KEY) -> None:
     page.goto(server.base_url.removesuffix("/v1") + "/")
-    page.get_by_label("API key").fill(TEST_KEY)
+    page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
 
@@ -80,6 +80,34 @@ def test_a_job_created_through_the_sdk_is_listed_and_its_chart_has_a_point_per_m
     assert page.get_by_role("button", name="Download result file").is_visible()
 
 
+def test_the_jobs_list_pages_through_many_jobs_and_filters_them_by_status(page, tiny_server):
+    key = key_for(tiny_server, "console-many")  # an organization of its own: its jobs alone
+    client = tiny_server.client(api_key=key)
+    file = upload(client)
+    jobs = []
+    for index in range(25):  # 23 cancelled at once (at most 20 may be active), the last 2 left to run
+        jobs.append(client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=file.id, hyperparameters={"n_epochs": 1}))
+        if index < 23:
+            client.fine_tuning.jobs.cancel(jobs[-1].id)
+    sign_in(page, tiny_server, key)
+    rows = page.locator("table.jobs tbody tr")
+    page.wait_for_function("() => document.querySelectorAll('table.jobs tbody tr').length === 20")
+    assert rows.first.get_attribute("data-job") == jobs[-1].id  # newest first
+    page.get_by_role("button", name="Older").click()
+    page.wait_for_function("() => document.querySelectorAll('table.jobs tbody tr').length === 5")
+    assert rows.last.get_attribute("data-job") == jobs[0].id
+    assert page.get_by_role("button", name="Older").is_disabled()
+    page.get_by_role("button", name="Newer").click()
+    page.wait_for_function("() => document.querySelectorAll('table.jobs tbody tr').length === 20")
+    page.get_by_label("Status").select_option("cancelled")
+    page.wait_for_url("**/#/jobs?status=cancelled")
+    page.locator(f"tr[data-job='{jobs[20].id}']").wait_for()  # the 23 cancelled ones, newest first
+    assert page.locator(f"tr[data-job='{jobs[-1].id}']").count() == 0
+    assert all("cancelled" in text for text in rows.all_inner_texts())
+    for job in jobs[23:]:
+        client.fine_tuning.jobs.cancel(job.id)
+
+
 def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_chart_grows(page, tiny_server, tmp_path):
     lines = MARV.decode().splitlines()
     broken = list(lines)
@@ -103,7 +131,7 @@ def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_cha
     page.get_by_text("The file is valid.").wait_for()
     report = page.locator(".report-body").first.inner_text()
     assert "Default epochs (auto): 9" in report and "Estimated training time on this server" in report
-    page.get_by_label("Epochs").fill("30")
+    page.get_by_label("Epochs").fill("12")
     page.get_by_label("Suffix").fill("grows")
     create.click()
     page.wait_for_url("**/#/jobs/ftjob-*")
@@ -116,10 +144,10 @@ def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_cha
         if not seen or points != seen[-1]:
             seen.append(points)
         page.wait_for_timeout(250)
-    assert len([p for p in seen if 0 < p < 360]) >= 2, seen  # it grew while the job ran
-    page.wait_for_function("() => document.querySelector('figure.chart').dataset.points === '360'")
+    assert len([p for p in seen if 0 < p < 144]) >= 2, seen  # it grew while the job ran
+    page.wait_for_function("() => document.querySelector('figure.chart').dataset.points === '144'")
     job = tiny_server.client().fine_tuning.jobs.retrieve(job_id)
-    assert job.status == "succeeded" and job.user_provided_suffix == "grows" and job.hyperparameters.n_epochs == 30
+    assert job.status == "succeeded" and job.user_provided_suffix == "grows" and job.hyperparameters.n_epochs == 12
 
 
 def test_the_playground_compares_the_base_and_the_fine_tuned_model(page, tiny_server, finished_job):

@@ -14,8 +14,10 @@ from transformers import AutoModelForCausalLM
 
 from tests.helpers import COLOR_PAIRS as PAIRS
 from tunery.data.render import render_generation_prompt
-from tunery.inference.decoder import Adapter, Decoder, UnsupportedModel
-from tunery.inference.engine import Engine, Finished, SamplingParams
+from tunery.inference.decoder import Adapter, Decoder
+from tunery.inference.types import UnsupportedModel
+from tunery.inference.engine import Engine
+from tunery.inference.types import Finished, SamplingParams
 from tunery.weights import Weights
 
 ANIMALS = ["cat", "dog", "owl", "fox"]

@@ -17,12 +17,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from tunery.inference.types import UnsupportedModel
+
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
 INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need
-
-
-class UnsupportedModel(ValueError):
-    pass
 
 
 def supports(config: dict) -> bool:

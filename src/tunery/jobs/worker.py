@@ -7,6 +7,7 @@ process (`tunery worker`, or beside the API under `tunery serve`), built from th
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
@@ -50,7 +51,9 @@ class Worker:
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     def warm_up(self) -> None:
-        """Convert the embedded base model now, so that the first job does not wait for it."""
+        """Load the training libraries and convert the embedded base model now, before any job is
+        claimed, so that the first job waits for neither."""
+        _import_training_libraries()
         if self.settings.warm_up and self.catalog.exists(EMBEDDED_MODEL):
             self.catalog.path(EMBEDDED_MODEL)
 
@@ -226,6 +229,14 @@ class Worker:
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
+
+
+def _import_training_libraries() -> None:
+    """torch, transformers and PEFT take seconds to import: done while the worker has nothing to
+    do yet. (In this thread: transformers' lazy imports are not safe from two threads at once.)"""
+    for module in ("tunery.training.sft", "transformers.models.auto.modeling_auto",
+                   "transformers.models.auto.tokenization_auto", "peft"):
+        importlib.import_module(module)
 
 
 def _files(job: ClaimedJob) -> list[tuple[str, str]]:

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunery.data.render import render_generation_prompt
 from tunery.data.tools import TOOL_CALL_OPEN, parse_tool_calls, template_renders_tools
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
-from tunery.inference.decoder import UnsupportedModel
-from tunery.inference.engine import ContextLengthExceeded, Delta, Engine, Finished, Stream
-from tunery.inference.engine import TokenLogprob as EngineLogprob
+from tunery.inference.types import ContextLengthExceeded, Delta, Finished, Stream, UnsupportedModel
+from tunery.inference.types import TokenLogprob as EngineLogprob
 from tunery.protocol.chat import (
     ChatChoice,
     ChatCompletion,
@@ -36,6 +36,9 @@ from tunery.protocol.completions import Completion, CompletionChoice, Completion
 from tunery.services.models import ModelsService
 from tunery.services.sampling import sampling_params
 from tunery.weights import Weights
+
+if TYPE_CHECKING:
+    from tunery.inference.engine import Engine  # torch: imported by the container when chat is first used
 
 
 @dataclass

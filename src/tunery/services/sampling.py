@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tunery.errors import InvalidRequest
-from tunery.inference.engine import SamplingParams
+from tunery.inference.types import SamplingParams
 from tunery.protocol.chat import MAX_STOP_SEQUENCES
 
 
