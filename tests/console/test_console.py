@@ -33,7 +33,7 @@ def metrics_events(client, job_id: str) -> int:
 def finished_job(tiny_server):
     client = tiny_server.client()
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client).id, suffix="console",
-                                         hyperparameters={"n_epochs": 2})
+                                         validation_file=upload(client).id, hyperparameters={"n_epochs": 2})
     return wait_until_finished(client, job.id)
 
 
@@ -75,6 +75,10 @@ def test_a_job_created_through_the_sdk_is_listed_and_its_chart_has_a_point_per_m
     page.wait_for_function("n => document.querySelector('figure.chart').dataset.points == n", arg=str(steps))
     assert loss.locator("canvas").count() >= 1  # uPlot drew it
     assert loss.locator("details tbody tr").count() == steps
+    columns = loss.locator("details thead th").all_text_contents()  # in a closed <details>: not rendered
+    assert columns == ["step", "Training loss", "Validation loss", "Full validation loss (epoch end)"]
+    full = [cell for cell in loss.locator("details tbody tr td:last-child").all_text_contents() if cell]
+    assert len(full) == 2  # one full validation per epoch
     page.get_by_role("heading", name="Checkpoints").wait_for()
     assert page.locator("a", has_text="Try in playground").count() >= 2  # the model and each checkpoint
     assert page.get_by_role("button", name="Download result file").is_visible()

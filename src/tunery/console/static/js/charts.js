@@ -5,8 +5,9 @@ import { h, number } from "./dom.js";
 
 const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2"];
 
-// series: [{key: "train_loss", label: "Training loss", pointsOnly: false}, ...]
-export function metricsChart(title, series) {
+// all: [{key: "train_loss", label: "Training loss", pointsOnly: false}, ...]; a series is drawn
+// once it has a value (a job without a validation file shows no validation lines).
+export function metricsChart(title, all) {
   const plotBox = h("div", { class: "plot", role: "img", "aria-label": title });
   const table = h("table", { class: "data" });
   const figure = h("figure", { class: "chart", dataset: { points: "0" } },
@@ -14,6 +15,7 @@ export function metricsChart(title, series) {
     h("details", {}, h("summary", {}, `${title}: the numbers`), table));
   let plot = null;
   let rows = [];
+  let series = [];
 
   function options(width) {
     return {
@@ -21,9 +23,9 @@ export function metricsChart(title, series) {
       scales: { x: { time: false } },
       axes: [{ label: "step" }, {}],
       legend: { live: true },
-      series: [{ label: "step" }, ...series.map((s, i) => ({
-        label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
-        ...(s.pointsOnly ? { paths: () => null, points: { show: true, size: 8, fill: COLORS[i % COLORS.length] } } : {}),
+      series: [{ label: "step" }, ...series.map((s) => ({
+        label: s.label, stroke: COLORS[all.indexOf(s) % COLORS.length], width: 2, spanGaps: true,
+        ...(s.pointsOnly ? { paths: () => null, points: { show: true, size: 8, fill: COLORS[all.indexOf(s) % COLORS.length] } } : {}),
       }))],
     };
   }
@@ -47,9 +49,16 @@ export function metricsChart(title, series) {
     element: figure,
     // points: every metrics event's data so far, any order; steps without any of the series are left out.
     update(points) {
-      const wanted = points.filter((p) => series.some((s) => p[s.key] !== undefined && p[s.key] !== null));
+      const has = (p, s) => p[s.key] !== undefined && p[s.key] !== null;
+      const wanted = points.filter((p) => all.some((s) => has(p, s)));
       rows = [...new Map(wanted.map((p) => [p.step, p])).values()].sort((a, b) => a.step - b.step);
+      const present = all.filter((s) => rows.some((r) => has(r, s)));
       figure.dataset.points = String(rows.length);
+      if (present.length !== series.length && plot) {  // a series appeared: the plot is made again with it
+        plot.destroy();
+        plot = null;
+      }
+      series = present;
       drawTable();
       if (!rows.length || !window.uPlot) return;
       if (!plot) plot = new window.uPlot(options(plotBox.clientWidth || 600), data(), plotBox);
