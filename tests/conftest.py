@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from tests.helpers import COLOR_EXAMPLES, SCREENSHOTS, TINY_MODEL, Server, server_factory
+from tests.helpers import COLOR_EXAMPLES, SCREENSHOTS, TINY_MODEL, Server, cancel_active_jobs, server_factory
 from tunery.catalog import _embedded_gguf
 from tunery.cli.common import quiet_libraries
 
@@ -75,13 +75,21 @@ def start_server(tmp_path) -> Iterator:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def tiny_server(tmp_path_factory, tiny_model_dir) -> Iterator[Server]:
-    """One server with the tiny model for a whole test module."""
+@pytest.fixture(scope="session")
+def _shared_tiny_server(tmp_path_factory, tiny_model_dir) -> Iterator[Server]:
     start, servers = server_factory(tmp_path_factory.mktemp("server"))
     yield start(base_models=(tiny_model_dir,))
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_server(_shared_tiny_server) -> Iterator[Server]:
+    """A server with the tiny model, shared by the test modules (each start costs seconds of
+    imports); a module's tests see the files, jobs and models earlier modules left, and the jobs
+    a module leaves active are cancelled after it, so that they hold up nobody's queue."""
+    yield _shared_tiny_server
+    cancel_active_jobs(_shared_tiny_server.client())
 
 
 @pytest.fixture

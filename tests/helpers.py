@@ -60,6 +60,13 @@ def wait_until_finished(client: OpenAI, job_id: str, timeout: float = 120):
     return job
 
 
+def cancel_active_jobs(client: OpenAI) -> None:
+    """Cancel every job of the client's organization that is not finished yet."""
+    for status in ("validating_files", "queued", "running", "paused"):
+        for job in client.fine_tuning.jobs.list(limit=100, extra_query={"status": status}):
+            client.fine_tuning.jobs.cancel(job.id)
+
+
 def key_for(server: Server, org: str) -> str:
     """A new API key of organization `org` on the server's data directory, made with the CLI."""
     from tunery.cli import app
