@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 from tunery.data.stats import check_file
+from tunery.loading import HF_LOADING
 from tunery.storage.blobs import BlobStore
 from tunery.training.estimate import FileCheck, estimate_training
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 class Catalog:
     def __init__(self, blobs: BlobStore):
         self.blobs = blobs
+        self._tokenizers: dict[str, object] = {}
 
     def names(self) -> list[str]:
         local = self.blobs.base_model_names()
@@ -41,20 +43,25 @@ class Catalog:
             return folder
         if name != EMBEDDED_MODEL:
             raise KeyError(name)
-        with self.blobs.exclusive(f"convert-{name}"):
+        with HF_LOADING, self.blobs.exclusive(f"convert-{name}"):
             if not (folder / "config.json").exists():  # another process may have won the lock first
                 self._convert_embedded(folder)
         return folder
 
     def tokenizer(self, name: str):
-        """The model's tokenizer, without converting the embedded model's weights for it."""
+        """The model's tokenizer, loaded once (the embedded model's from its GGUF, without
+        converting its weights)."""
         from transformers import AutoTokenizer
 
-        folder = self.blobs.base_model_dir(name)
-        if (folder / "config.json").exists():
-            return AutoTokenizer.from_pretrained(folder)
-        gguf = self._embedded_or_raise(name)
-        return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with HF_LOADING:
+            if name not in self._tokenizers:
+                folder = self.blobs.base_model_dir(name)
+                if (folder / "config.json").exists():
+                    self._tokenizers[name] = AutoTokenizer.from_pretrained(folder)
+                else:
+                    gguf = self._embedded_or_raise(name)
+                    self._tokenizers[name] = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            return self._tokenizers[name]
 
     def parameter_count(self, name: str) -> int:
         """The model's size, read from its safetensors headers (no weights are loaded)."""
@@ -71,19 +78,20 @@ class Catalog:
         from transformers import AutoConfig
 
         folder = self.blobs.base_model_dir(name)
-        if (folder / "config.json").exists():
-            config = AutoConfig.from_pretrained(folder)
-        else:
-            gguf = self._embedded_or_raise(name)
-            config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        with HF_LOADING:
+            if (folder / "config.json").exists():
+                config = AutoConfig.from_pretrained(folder)
+            else:
+                gguf = self._embedded_or_raise(name)
+                config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
         return int(getattr(config, "max_position_embeddings", DEFAULT_CONTEXT_LENGTH))
 
-    def check_file(self, name: str, path: Path, *, measure: bool = False) -> FileCheck:
+    def check_file(self, name: str, path: Path, *, measure: bool = False, device: str = "auto") -> FileCheck:
         """A training file checked against this base model (its tokenizer and context), as a job's
         validation, `tunery validate` and the console check it: the report, the token statistics,
         and the cost (auto epochs, billed tokens; with measure, the training time on this machine)."""
         report, stats = check_file(path, self.tokenizer(name), self.context_length(name))
-        cost = estimate_training(stats, str(self.path(name)) if measure and report.ok else None)
+        cost = estimate_training(stats, str(self.path(name)) if measure and report.ok else None, device=device)
         return FileCheck(report, stats, cost)
 
     def _embedded_or_raise(self, name: str) -> Path:

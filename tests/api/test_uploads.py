@@ -31,6 +31,10 @@ def test_an_upload_over_the_limit_is_refused_and_nothing_is_kept(small_limit_ser
     with pytest.raises(openai.APIStatusError) as caught:
         client.files.create(file=("big.jsonl", io.BytesIO(big)), purpose="fine-tune")
     assert caught.value.status_code == 413 and caught.value.body["param"] == "file"
+    checked = httpx.post(small_limit_server.base_url.removesuffix("/v1") + "/tunery/files/check",
+                         data={"model": "SmolLM2-135M-Instruct"}, files={"file": ("big.jsonl", big)},
+                         headers={"Authorization": f"Bearer {TEST_KEY}"})
+    assert checked.status_code == 413 and checked.json()["error"]["param"] == "file"  # the check's limit too
     assert client.files.list().data == [] and leftovers(small_limit_server) == []
     assert client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="fine-tune").bytes == len(MARV)
 

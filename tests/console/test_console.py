@@ -11,8 +11,10 @@ import time
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from tests.helpers import MARV, TEST_KEY, TINY_MODEL, key_for, upload, wait_until_finished
+from tunery.cli import app
 
 PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
 
@@ -50,6 +52,18 @@ def test_sign_in_with_a_key_and_sign_out_forgets_it(page, tiny_server):
     assert page.evaluate("sessionStorage.getItem('tunery.apiKey') || localStorage.getItem('tunery.apiKey')") is None
     page.goto(tiny_server.base_url.removesuffix("/v1") + "/#/jobs")  # the key is gone: signing in again is needed
     page.get_by_label("API key").wait_for()
+
+
+def test_a_key_revoked_while_a_page_polls_brings_back_the_sign_in_form_and_leaves_it_alone(page, tiny_server):
+    key = key_for(tiny_server, "console-revoked")
+    sign_in(page, tiny_server, key)
+    listed = CliRunner().invoke(app, ["keys", "list", "--json", "--data-dir", str(tiny_server.data_dir)])
+    key_id = next(k["id"] for k in json.loads(listed.output) if k["organization"] == "console-revoked")
+    assert CliRunner().invoke(app, ["keys", "revoke", key_id, "--data-dir", str(tiny_server.data_dir)]).exit_code == 0
+    page.get_by_role("alert").filter(has_text="no longer accepted").wait_for()  # the jobs list polls every 2 s
+    page.get_by_label("API key").fill("sk-half-typed")
+    page.wait_for_timeout(7000)  # nothing polls any more: what the person typed stays
+    assert page.get_by_label("API key").input_value() == "sk-half-typed"
 
 
 def test_the_console_is_served_with_a_content_security_policy(tiny_server):

@@ -22,7 +22,10 @@ log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="tunery", version=__version__, description="The OpenAI fine-tuning API, self-hosted.")
+    # No /docs or /redoc pages: FastAPI builds them from a CDN's scripts, which neither the
+    # Content-Security-Policy nor an offline machine allows; /openapi.json describes the API.
+    app = FastAPI(title="tunery", version=__version__, description="The OpenAI fine-tuning API, self-hosted.",
+                  docs_url=None, redoc_url=None)
     app.state.container = Container(settings)
     for module in (files, fine_tuning, models, chat, completions):
         app.include_router(module.router, prefix="/v1")

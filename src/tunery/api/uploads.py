@@ -22,10 +22,12 @@ class ReceivedForm:
     filename: str | None = None  # of the part named "file"
 
 
-async def receive_upload(request: Request, writer: BlobWriter, too_large: TooLarge) -> ReceivedForm:
+async def receive_upload(request: Request, writer: BlobWriter, too_large: TooLarge, *,
+                         expected: str = "a 'file' part and a 'purpose' field") -> ReceivedForm:
+    """expected: what the endpoint's form holds, for the error when the body is no such form."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or b"boundary" not in options:
-        raise InvalidRequest("Uploads are multipart/form-data with a 'file' part and a 'purpose' field.", param="file")
+        raise InvalidRequest(f"Send multipart/form-data with {expected}.", param="file")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and writer.max_bytes is not None and \
             int(declared) > writer.max_bytes + FORM_OVERHEAD_BYTES:

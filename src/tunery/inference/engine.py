@@ -33,6 +33,7 @@ from tunery.inference.types import (
     TokenLogprob,
     UnsupportedModel,
 )
+from tunery.loading import HF_LOADING
 from tunery.weights import Weights
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,6 @@ class Engine:
         self._cached: OrderedDict[Path, _Model] = OrderedDict()  # adapters and full fine-tuned models, LRU first
         self._tokenizers: dict[Path, Any] = {}
         self._configs: dict[Path, dict[str, Any]] = {}
-        self._loading = threading.Lock()
         self._waiting: list[_Sequence] = []
         self._forgotten: list[Path] = []
         self._active: list[_Sequence] = []
@@ -92,7 +92,7 @@ class Engine:
         """The model's tokenizer, loaded once; requests' threads and the engine thread share it
         (they only encode and decode, which leave it unchanged)."""
         folder = weights.folder
-        with self._loading:  # transformers' first import and a tokenizer's load are not thread-safe
+        with HF_LOADING:  # transformers' first import and a tokenizer's load are not thread-safe
             if folder not in self._tokenizers:
                 from transformers import AutoTokenizer
 
@@ -104,7 +104,7 @@ class Engine:
 
     def _config(self, folder: Path) -> dict[str, Any]:
         """A model folder's config.json, read once (every request needs it)."""
-        with self._loading:
+        with HF_LOADING:
             if folder not in self._configs:
                 self._configs[folder] = json.loads((folder / "config.json").read_text())
             return self._configs[folder]

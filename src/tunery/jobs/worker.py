@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunery.catalog import EMBEDDED_MODEL
-from tunery.data.formats import FORMAT_NAMES, TOO_LONG
+from tunery.data.formats import TOO_LONG
 from tunery.data.validate import load_examples
 from tunery.errors import NotFound
 from tunery.integrations.wandb_run import WandbRuns
@@ -26,7 +26,7 @@ from tunery.services.container import Container
 from tunery.services.models import JobOutput
 from tunery.services.queue import ClaimedJob
 from tunery.training import classification
-from tunery.training.methods import METHODS, Metrics, Recipe, RecipeInputs, TrainingMethod
+from tunery.training.methods import METHODS, Metrics, Recipe, RecipeInputs, TrainingMethod, format_problem
 from tunery.training.results import RESULTS_FILENAME
 
 log = logging.getLogger(__name__)
@@ -78,16 +78,15 @@ class Worker:
         try:
             step(job)
         except JobFailed as exc:
-            self.queue.fail(job.id, exc.code, exc.message, exc.param)
+            self.queue.fail(job.id, self.worker_id, exc.code, exc.message, exc.param)
         except Exception as exc:  # a fault of ours: fail the job, keep the worker alive
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
-            self.queue.fail(job.id, "server_error", f"The job failed because of an internal error: {exc}")
+            self.queue.fail(job.id, self.worker_id, "server_error", f"The job failed because of an internal error: {exc}")
 
     # validating_files -> queued ------------------------------------------------------------------
     def _validate(self, job: ClaimedJob) -> None:
         """The model-specific checks: every example renders with the base model's template and
         keeps something to train on within its context; truncated examples are warned about."""
-        method = METHODS[job.method]
         for param, file_id in _files(job):
             label = param.replace("_", " ")
             self.queue.event(job.id, f"Validating {label}: {file_id}")
@@ -96,18 +95,16 @@ class Worker:
             if job.classification and report.format != "prompt_completion":
                 raise JobFailed("invalid_training_file", f"Classification metrics need prompt/completion data; the "
                                 f"{label} {file_id} holds {report.format} examples.", param)
-            if report.format is not None and report.format not in method.formats:
-                wanted = " or ".join(FORMAT_NAMES[f] for f in method.formats)
-                raise JobFailed("invalid_training_file", f"The {label} {file_id} holds {FORMAT_NAMES[report.format]} "
-                                f"examples; {job.method} fine-tuning needs {wanted} examples.", param)
+            if wrong := format_problem(job.method, report.format):
+                raise JobFailed("invalid_training_file", f"The {label} {file_id} holds {wrong}.", param)
             if not report.ok:
                 raise JobFailed("invalid_training_file", f"The {label} {file_id} is invalid: {report.errors[0]}", param)
             if stats.too_long:
-                first = next(w for w in report.warnings if w.code == TOO_LONG)
+                first = next((w for w in report.warnings if w.code == TOO_LONG), None)
                 self.queue.event(job.id, f"{stats.too_long} examples of the {label} are longer than the model's "
-                                 f"context of {stats.context_length} tokens and will be truncated (first: {first})",
-                                 level="warn")
-        self.queue.validated(job.id)  # unless cancelled or paused meanwhile
+                                 f"context of {stats.context_length} tokens and will be truncated"
+                                 + (f" (first: {first})" if first else ""), level="warn")
+        self.queue.validated(job.id, self.worker_id)  # unless cancelled or paused meanwhile
 
     # queued -> running -> succeeded, or stopped (paused, cancelled, queued again) ----------------
     def _train(self, job: ClaimedJob) -> None:
@@ -167,14 +164,14 @@ class Worker:
 
     def _publish(self, job: ClaimedJob, method: TrainingMethod, output: JobOutput, result, epoch_metrics: dict,
                  before_done: Callable[[], None]) -> None:
-        """The model (the last checkpoint) and the result file; what the job's integrations
+        """The result file and the model (the last checkpoint); what the job's integrations
         write is complete (before_done) when the job reads succeeded."""
-        self.models.publish(output)
         results = self.files.store(job.organization_id, RESULTS_FILENAME, "fine-tune-results",
                                    method.results_csv(result.history, epoch_metrics))
+        self.models.publish(output)
         self.queue.event(job.id, f"New fine-tuned model created: {output.model_id}")
         before_done()
-        self.queue.succeeded(job.id, model_id=output.model_id, trained_tokens=result.trained_tokens,
+        self.queue.succeeded(job.id, self.worker_id, model_id=output.model_id, trained_tokens=result.trained_tokens,
                              result_file=results.id)
 
     def _stop(self, job: ClaimedJob, save_checkpoint: Callable[[], None]) -> None:
@@ -186,13 +183,13 @@ class Worker:
         while (state := self.queue.state(job.id, self.worker_id)) is not None:
             if state.cancelling:
                 self.models.discard_job_artefacts(job.id)
-                self.queue.cancel(job.id)
+                self.queue.cancel(job.id, self.worker_id)
                 return
             if not saved:
                 save_checkpoint()
                 saved = True
                 continue  # the job may have changed while the checkpoint was written
-            if self.queue.hand_back(job.id, state, self.models.last_checkpoint_step(job.id)):
+            if self.queue.hand_back(job.id, self.worker_id, state, self.models.last_checkpoint_step(job.id)):
                 return
 
     # what a job starts from ------------------------------------------------------------------------

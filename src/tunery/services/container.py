@@ -47,7 +47,7 @@ class Container:
 
     @cached_property
     def jobs(self) -> JobsService:
-        return JobsService(JobsRepo(self.db), FilesRepo(self.db), self.models, self.queue)
+        return JobsService(JobsRepo(self.db), FilesRepo(self.db), self.models, self.queue, self.settings.device)
 
     @cached_property
     def chat(self) -> ChatService:

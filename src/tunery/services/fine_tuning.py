@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,8 @@ from tunery.services.queue import JobQueue
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.tables import Job
-from tunery.training.methods import METHODS
+from tunery.data.formats import Problem
+from tunery.training.methods import METHODS, WRONG_FORMAT, format_problem
 
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
@@ -40,6 +42,7 @@ HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as OpenAI
 MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
 FINISHED = {"succeeded", "failed", "cancelled"}
+MAX_FILE_CHECKS = 2  # at once per server: each reads a file with a tokenizer and may train a few steps
 
 
 def to_object(row: Job) -> FineTuningJob:
@@ -58,11 +61,14 @@ def to_object(row: Job) -> FineTuningJob:
 
 
 class JobsService:
-    def __init__(self, repo: JobsRepo, files: FilesRepo, models: ModelsService, queue: JobQueue):
+    def __init__(self, repo: JobsRepo, files: FilesRepo, models: ModelsService, queue: JobQueue,
+                 device: str = "auto"):
         self.repo = repo
         self.files = files
         self.models = models
         self.queue = queue
+        self.device = device  # where a file check measures the training speed
+        self._checking = threading.BoundedSemaphore(MAX_FILE_CHECKS)
 
     def create(self, org_id: str, request: CreateJobRequest) -> FineTuningJob:
         parent = self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
@@ -109,14 +115,26 @@ class JobsService:
         self.repo.add_event(job.id, f"Created fine-tuning job: {job.id}")
         return to_object(job)
 
-    def check_file(self, org_id: str, model: str | None, path: Path) -> FileReport:
+    def check_file(self, org_id: str, model: str | None, path: Path, method: str | None = None) -> FileReport:
         """A training file checked against the base model a job from `model` would train, as the
-        job would check it, with the auto epochs, the billed tokens and the training time measured
-        on this server."""
+        job would check it (for `method`, supervised by default), with the auto epochs, the billed
+        tokens and the training time measured on this server."""
         if not model:
             raise InvalidRequest("Name the model the file is for.", param="model")
+        method = method or "supervised"
+        if method not in METHODS:
+            raise InvalidRequest(f"Unknown fine-tuning method {method!r}; use one of {sorted(METHODS)}.", param="method")
         base = self.models.resolve(org_id, model).base_name
-        return FileReport(**self.models.catalog.check_file(base, path, measure=True).as_dict(base))
+        if not self._checking.acquire(blocking=False):
+            raise RateLimited(f"{MAX_FILE_CHECKS} files are being checked already; try again in a moment.",
+                              code="rate_limit_exceeded")
+        try:
+            checked = self.models.catalog.check_file(base, path, measure=True, device=self.device)
+        finally:
+            self._checking.release()
+        if wrong := format_problem(method, checked.report.format):
+            checked.report.error(Problem(0, WRONG_FORMAT, f"The file holds {wrong}."))
+        return FileReport(**checked.as_dict(base))
 
     def retrieve(self, org_id: str, job_id: str) -> FineTuningJob:
         return to_object(self._row(org_id, job_id))

@@ -91,34 +91,46 @@ class JobQueue:
         self.jobs.update(job_id, hyperparameters=resolved)
 
     # letting go ------------------------------------------------------------------------------------
-    def validated(self, job_id: str) -> None:
-        """Files checked: the job queues for training, unless it was cancelled or paused meanwhile."""
-        if self.jobs.release(job_id, only_if_status="validating_files", status="queued"):
+    # Each of these changes the job only while `worker_id` still holds it: a job cancelled or paused
+    # meanwhile (the API let it go), or claimed by another worker after this one's lease ran out, is
+    # left as it is.
+    def validated(self, job_id: str, worker_id: str) -> None:
+        """Files checked: the job queues for training."""
+        if self.jobs.release(job_id, only_if_status="validating_files", only_if_worker=worker_id, status="queued"):
             self.event(job_id, "Files validated, moving job to queued state")
 
-    def succeeded(self, job_id: str, *, model_id: str, trained_tokens: int, result_file: str) -> None:
+    def succeeded(self, job_id: str, worker_id: str, *, model_id: str, trained_tokens: int, result_file: str) -> None:
+        if self.state(job_id, worker_id) is None:
+            return
         self.event(job_id, "The job has successfully completed")
-        self.jobs.release(job_id, status="succeeded", fine_tuned_model=model_id, finished_at=now(),
-                          trained_tokens=trained_tokens, estimated_finish=None, result_files=[result_file])
+        self.jobs.release(job_id, only_if_worker=worker_id, status="succeeded", fine_tuned_model=model_id,
+                          finished_at=now(), trained_tokens=trained_tokens, estimated_finish=None,
+                          result_files=[result_file])
 
-    def fail(self, job_id: str, code: str, message: str, param: str | None = None) -> None:
+    def fail(self, job_id: str, worker_id: str, code: str, message: str, param: str | None = None) -> None:
         """The job ends failed with OpenAI's error object {code, message, param}."""
+        if self.state(job_id, worker_id) is None:
+            return
         self.event(job_id, message, level="error")
-        self.jobs.release(job_id, status="failed", finished_at=now(), estimated_finish=None,
+        self.jobs.release(job_id, only_if_worker=worker_id, status="failed", finished_at=now(), estimated_finish=None,
                           error={"code": code, "message": message, "param": param})
 
-    def cancel(self, job_id: str) -> None:
-        """The job ends cancelled (its artefacts are its owner's to discard first)."""
+    def cancel(self, job_id: str, worker_id: str | None = None) -> None:
+        """The job ends cancelled (its artefacts are its owner's to discard first); worker_id: only
+        while that worker holds it."""
+        if worker_id is not None and self.state(job_id, worker_id) is None:
+            return
         self.event(job_id, "Fine-tuning job cancelled")
-        self.jobs.release(job_id, status="cancelled", finished_at=now(), estimated_finish=None, cancel_requested=True)
+        self.jobs.release(job_id, only_if_worker=worker_id, status="cancelled", finished_at=now(),
+                          estimated_finish=None, cancel_requested=True)
 
-    def hand_back(self, job_id: str, seen: JobState, step: int) -> bool:
+    def hand_back(self, job_id: str, worker_id: str, seen: JobState, step: int) -> bool:
         """A job stopped with a checkpoint at `step`: a paused one stays paused, a running one
         (its worker going away) queues to go on from there. False when the job changed since
         `seen` (a cancel arrived): look again."""
         status = "queued" if seen.status == "running" else seen.status
-        if not self.jobs.release(job_id, only_if_status=seen.status, only_if_not_cancelling=True,
-                                 status=status, estimated_finish=None):
+        if not self.jobs.release(job_id, only_if_status=seen.status, only_if_worker=worker_id,
+                                 only_if_not_cancelling=True, status=status, estimated_finish=None):
             return False
         if status == "paused":
             self.event(job_id, f"Fine-tuning job paused at step {step}; resuming continues from there")

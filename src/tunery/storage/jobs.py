@@ -48,15 +48,18 @@ class JobsRepo:
                 Job.organization_id == org_id, Job.status.in_(("validating_files", "queued", "running"))))
 
     def update(self, job_id: str, *, only_if_status: str | None = None, only_if_held: bool | None = None,
-               only_if_not_cancelling: bool = False, **fields: Any) -> bool:
+               only_if_worker: str | None = None, only_if_not_cancelling: bool = False, **fields: Any) -> bool:
         """Set fields, only while the job still is as the caller saw it: in only_if_status, held
-        by a worker or not (only_if_held), with no cancel asked (only_if_not_cancelling)."""
+        by a worker or not (only_if_held), held by only_if_worker, with no cancel asked
+        (only_if_not_cancelling)."""
         with self.db.session() as s:
             query = update(Job).where(Job.id == job_id)
             if only_if_status is not None:
                 query = query.where(Job.status == only_if_status)
             if only_if_held is not None:
                 query = query.where(Job.worker_id.is_not(None) if only_if_held else Job.worker_id.is_(None))
+            if only_if_worker is not None:
+                query = query.where(Job.worker_id == only_if_worker)
             if only_if_not_cancelling:
                 query = query.where(Job.cancel_requested.is_not(True))
             return s.execute(query.values(**fields)).rowcount == 1
@@ -81,11 +84,12 @@ class JobsRepo:
                 return None
         return self.get(None, candidate.id)
 
-    def release(self, job_id: str, *, only_if_status: str | None = None, only_if_not_cancelling: bool = False,
-                **fields: Any) -> bool:
+    def release(self, job_id: str, *, only_if_status: str | None = None, only_if_worker: str | None = None,
+                only_if_not_cancelling: bool = False, **fields: Any) -> bool:
         """Hand the job back to the queue (or finish it): no worker, no lease."""
-        return self.update(job_id, only_if_status=only_if_status, only_if_not_cancelling=only_if_not_cancelling,
-                           worker_id=None, lease_expires_at=None, **fields)
+        return self.update(job_id, only_if_status=only_if_status, only_if_worker=only_if_worker,
+                           only_if_not_cancelling=only_if_not_cancelling, worker_id=None, lease_expires_at=None,
+                           **fields)
 
     def heartbeat(self, job_id: str, worker_id: str, lease_seconds: float, **fields: Any) -> bool:
         """Extend the lease; False when the job should stop: it is no longer this worker's, or

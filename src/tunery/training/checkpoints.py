@@ -34,6 +34,3 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         raise ValueError(f"{folder} is missing {missing}")
     return manifest
 
-
-def is_adapter(folder: Path) -> bool:
-    return (folder / "adapter_config.json").exists()

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tunery.data.formats import FORMAT_NAMES
 from tunery.training.hyperparameters import Resolved, resolve
 from tunery.training.results import results_csv
 from tunery.weights import Weights
@@ -82,3 +83,15 @@ METHODS: dict[str, TrainingMethod] = {
     "supervised": TrainingMethod(formats=("chat", "prompt_completion"), resolve=resolve, build=_supervised,
                                  results_csv=results_csv),
 }
+
+
+WRONG_FORMAT = "format_not_for_method"  # the problem code of a file a method cannot train on
+
+
+def format_problem(method: str, data_format: str | None) -> str | None:
+    """What keeps a file of this format from training with the method, or None when it can."""
+    formats = METHODS[method].formats
+    if data_format is None or data_format in formats:
+        return None
+    wanted = " or ".join(FORMAT_NAMES[f] for f in formats)
+    return f"{FORMAT_NAMES[data_format]} examples; {method} fine-tuning needs {wanted} examples"

@@ -16,11 +16,12 @@ router = APIRouter(tags=["tunery"])
 
 @router.post("/files/check")
 async def check_file(c: ContainerDep, org: OrgDep, request: Request) -> FileReport:
-    """multipart/form-data: `model`, and a `file` part or the `file_id` of an uploaded file.
-    Nothing is stored."""
+    """multipart/form-data: `model`, optionally `method` (supervised), and a `file` part or the
+    `file_id` of an uploaded file. Nothing is stored."""
     writer = c.files.receiver()
     try:
-        form = await receive_upload(request, writer, c.files.too_large())
+        form = await receive_upload(request, writer, c.files.too_large(),
+                                    expected="a 'model' field and a 'file' part or a 'file_id' field")
         if form.filename is not None:
             path = writer.written
         elif form.fields.get("file_id"):
@@ -28,6 +29,7 @@ async def check_file(c: ContainerDep, org: OrgDep, request: Request) -> FileRepo
         else:
             raise InvalidRequest("Send the file (a 'file' part) or the file_id of an uploaded file.", param="file")
         # Reading the file with the tokenizer and measuring the training speed take a while.
-        return await run_in_threadpool(c.jobs.check_file, org.id, form.fields.get("model"), path)
+        return await run_in_threadpool(c.jobs.check_file, org.id, form.fields.get("model"), path,
+                                       form.fields.get("method"))
     finally:
         writer.discard()

@@ -86,6 +86,14 @@ export async function stream(path, body, onChunk, signal) {
   });
   if (!response.ok) await fail(response);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  try {
+    await readEvents(reader, onChunk);
+  } finally {
+    reader.cancel().catch(() => {}); // ended early (an error event): the server stops generating
+  }
+}
+
+async function readEvents(reader, onChunk) {
   let buffer = "";
   for (;;) {
     const { value, done } = await reader.read();

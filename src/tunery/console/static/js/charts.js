@@ -47,11 +47,13 @@ export function metricsChart(title, all) {
 
   return {
     element: figure,
-    // points: every metrics event's data so far, any order; steps without any of the series are left out.
+    // points: every metrics event's data so far, newest first; steps without any of the series are left out.
     update(points) {
       const has = (p, s) => p[s.key] !== undefined && p[s.key] !== null;
       const wanted = points.filter((p) => all.some((s) => has(p, s)));
-      rows = [...new Map(wanted.map((p) => [p.step, p])).values()].sort((a, b) => a.step - b.step);
+      // Newest first in, so the last write of a step is its oldest point: reversed, the newest wins
+      // (a job that went on after its worker stopped trains some steps again).
+      rows = [...new Map([...wanted].reverse().map((p) => [p.step, p])).values()].sort((a, b) => a.step - b.step);
       const present = all.filter((s) => rows.some((r) => has(r, s)));
       figure.dataset.points = String(rows.length);
       if (present.length !== series.length && plot) {  // a series appeared: the plot is made again with it

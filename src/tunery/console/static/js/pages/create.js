@@ -17,7 +17,8 @@ export function render(main) {
   const epochs = h("input", { type: "number", name: "n_epochs", min: 1, max: 50, placeholder: "auto", inputmode: "numeric" });
   const batch = h("input", { type: "number", name: "batch_size", min: 1, max: 256, placeholder: "auto", inputmode: "numeric" });
   const lr = h("input", { type: "number", name: "learning_rate_multiplier", min: 0, step: "any", placeholder: "auto" });
-  const trainingType = select([["lora", "LoRA (adapter)"], ["full", "Full (every weight)"]], "lora", { name: "training_type" });
+  const trainingType = select([["", "As the model was trained (LoRA for a base model)"], ["lora", "LoRA (adapter)"],
+    ["full", "Full (every weight)"]], "", { name: "training_type" });
   const suffix = h("input", { type: "text", name: "suffix", maxlength: 64, pattern: "[A-Za-z0-9_\\-]{1,64}", autocomplete: "off" });
   const seed = h("input", { type: "number", name: "seed", min: 0, placeholder: "random", inputmode: "numeric" });
   const wandb = h("input", { type: "text", name: "wandb_project", autocomplete: "off" });
@@ -73,7 +74,7 @@ export function render(main) {
     try {
       const body = { model: model.value, training_file: await training.fileId() };
       if (validation.chosen()) body.validation_file = await validation.fileId();
-      const hyperparameters = { training_type: trainingType.value };
+      const hyperparameters = trainingType.value ? { training_type: trainingType.value } : {};
       if (epochs.value) hyperparameters.n_epochs = Number(epochs.value);
       if (batch.value) hyperparameters.batch_size = Number(batch.value);
       if (lr.value) hyperparameters.learning_rate_multiplier = Number(lr.value);
@@ -100,6 +101,7 @@ function dataPicker(name, label) {
   const report = h("div", { class: "report", "aria-live": "polite" });
   const element = h("fieldset", { class: "picker" }, h("legend", {}, label), zone, report);
   let local = null; // a File
+  const uploads = new Map(); // File -> its uploaded id
   let status = "empty"; // empty | checking | ok | error
   let sequence = 0;
   let changed = () => {};
@@ -154,13 +156,16 @@ function dataPicker(name, label) {
       }
       done();
     },
-    // The file's id, uploading a local file first.
+    // The file's id, uploading a local file first (once: a second try at creating reuses it).
     async fileId() {
       if (!local) return uploaded.value;
-      const form = new FormData();
-      form.append("purpose", "fine-tune");
-      form.append("file", local, local.name);
-      return (await api("/v1/files", { method: "POST", form })).id;
+      if (!uploads.has(local)) {
+        const form = new FormData();
+        form.append("purpose", "fine-tune");
+        form.append("file", local, local.name);
+        uploads.set(local, (await api("/v1/files", { method: "POST", form })).id);
+      }
+      return uploads.get(local);
     },
   };
 }

@@ -19,6 +19,7 @@ const ACCURACY = [{ key: "train_mean_token_accuracy", label: "Training token acc
 
 export function render(main, params) {
   const id = params.get("id");
+  const path = `/v1/fine_tuning/jobs/${encodeURIComponent(id)}`;
   document.title = `${id} · tunery`;
   const parts = {
     header: h("div"), problem: h("div"), actions: h("div", { class: "actions" }), progress: h("div"),
@@ -44,7 +45,7 @@ export function render(main, params) {
     const fresh = []; // newer than every event seen: the API lists newest first
     let after;
     for (;;) {
-      const page = await api(`/v1/fine_tuning/jobs/${id}/events`, { query: { limit: 100, after } });
+      const page = await api(`${path}/events`, { query: { limit: 100, after } });
       const unseen = page.data.filter((e) => !seen.has(e.id));
       fresh.push(...unseen);
       if (!page.has_more || unseen.length < page.data.length || !page.data.length) break;
@@ -54,10 +55,18 @@ export function render(main, params) {
     ordered = fresh.concat(ordered);
   }
 
-  async function refresh() {
+  let running = null; // the refresh under way: one at a time, or events would be merged twice
+
+  function refresh() {
     clearTimeout(timer);
+    running = (running || Promise.resolve()).then(refreshOnce);
+    return running;
+  }
+
+  async function refreshOnce() {
+    if (stopped) return;
     try {
-      const job = await api(`/v1/fine_tuning/jobs/${id}`);
+      const job = await api(path);
       await newEvents();
       if (stopped) return;
       const metrics = ordered.filter((e) => e.type === "metrics" && e.data).map((e) => e.data);
@@ -77,13 +86,17 @@ export function render(main, params) {
       const checkpointEvents = ordered.filter((e) => e.message.startsWith("Checkpoint created")).length;
       if (checkpointEvents !== checkpointsSeen || FINISHED.has(job.status)) {
         checkpointsSeen = checkpointEvents;
-        showCheckpoints((await api(`/v1/fine_tuning/jobs/${id}/checkpoints`, { query: { limit: 100 } })).data);
+        const checkpoints = (await api(`${path}/checkpoints`, { query: { limit: 100 } })).data;
+        if (stopped) return;
+        showCheckpoints(checkpoints);
       }
+      clearTimeout(timer);
       if (!FINISHED.has(job.status)) timer = setTimeout(refresh, REFRESH_MS);
     } catch (error) {
       if (stopped) return;
       clear(parts.problem, errorBox(error));
-      if (error.status !== 404) timer = setTimeout(refresh, REFRESH_MS * 3);
+      clearTimeout(timer);
+      if (error.status !== 404 && error.status !== 401) timer = setTimeout(refresh, REFRESH_MS * 3);
     }
   }
 
@@ -139,7 +152,7 @@ export function render(main, params) {
 
   async function act(verb) {
     try {
-      await api(`/v1/fine_tuning/jobs/${id}/${verb}`, { method: "POST" });
+      await api(`${path}/${verb}`, { method: "POST" });
     } catch (error) {
       clear(parts.problem, errorBox(error));
     }

@@ -43,14 +43,16 @@ export function render(main, params) {
   const cursors = [undefined]; // `after` of each page seen; the last is the current page's
   let timer = null;
   let stopped = false;
+  let latest = 0; // the newest load: an older one that answers late is dropped
 
   async function load() {
     clearTimeout(timer);
+    const mine = ++latest;
     try {
       const page = await api("/v1/fine_tuning/jobs", { query: { limit: PAGE, after: cursors.at(-1), status } });
       const running = page.data.filter((j) => ["running", "paused"].includes(j.status));
       const progress = Object.fromEntries(await Promise.all(running.map(async (j) => [j.id, await progressOf(j.id)])));
-      if (stopped) return;
+      if (stopped || mine !== latest) return;
       clear(body, page.data.length ? table(page.data, progress)
         : h("p", { class: "empty" }, status ? `No ${status.replace("_", " ")} jobs.` : "No jobs yet. ",
           status ? null : h("a", { href: "#/jobs/new" }, "Create one.")));
@@ -60,7 +62,8 @@ export function render(main, params) {
       previous.onclick = () => { cursors.pop(); load(); };
       if (page.data.some((j) => ACTIVE.has(j.status)) || cursors.length === 1) timer = setTimeout(load, REFRESH_MS);
     } catch (error) {
-      if (!stopped) clear(body, errorBox(error));
+      if (stopped || mine !== latest) return;
+      clear(body, errorBox(error));
       timer = setTimeout(load, REFRESH_MS * 3);
     }
   }
