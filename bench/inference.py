@@ -1,20 +1,25 @@
-"""Serving speed on the embedded SmolLM2-135M-Instruct, every figure from this one run:
+"""Serving speed on the embedded SmolLM2-135M-Instruct (or the model --model names: a local
+Hugging Face folder, a base model name of the data directory or a hub id), every figure from this
+one run:
 
 - single-stream decode tokens/s of tunery's engine against plain transformers `generate()` (the
   model loaded as `from_pretrained` gives it, float32 on a CPU), and against `generate()` with the
-  engine's own dtype, and llama.cpp's (llama-cpp-python, on the GGUF) when it is installed;
+  engine's own dtype, and llama.cpp's (llama-cpp-python, on the embedded model's GGUF) when it is
+  installed;
 - time to first token of the engine;
 - the aggregate tokens/s of 8 concurrent streams over a single stream.
 
 The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY`.
-Run: python bench/inference.py [--tokens N] [--repeats R]"""
+Run: python bench/inference.py [--model NAME|FOLDER|HUB_ID] [--tokens N] [--repeats R]"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import importlib.util
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,9 +27,9 @@ from tunery.catalog import EMBEDDED_MODEL, Catalog, _embedded_gguf
 from tunery.cli.common import quiet_libraries
 from tunery.config import Settings
 from tunery.data.render import render_generation_prompt
+from tunery.inference.decoder import supports
 from tunery.inference.engine import Engine
 from tunery.inference.types import Delta, SamplingParams
-from tunery.storage import BlobStore
 from tunery.weights import Weights
 
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
@@ -60,7 +65,7 @@ def engine_concurrent(engine: Engine, weights: Weights, prompt: list[int], token
     return sum(results) / (time.perf_counter() - started)
 
 
-def generate_speed(folder, prompt: list[int], tokens: int, dtype: torch.dtype) -> float:
+def generate_speed(folder, prompt: list[int], tokens: int, dtype: torch.dtype, pad: int) -> float:
     """Decode tokens/s of plain generate() (the prompt's prefill timed apart and taken out)."""
     from transformers import AutoModelForCausalLM
 
@@ -70,7 +75,7 @@ def generate_speed(folder, prompt: list[int], tokens: int, dtype: torch.dtype) -
         def run(n: int) -> float:
             started = time.perf_counter()
             model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, pad_token_id=2)
+                           do_sample=False, pad_token_id=pad)
             return time.perf_counter() - started
 
         run(4)  # warm-up
@@ -83,7 +88,6 @@ def llama_cpp_speed(prompt: list[int], tokens: int) -> float | None:
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(_embedded_gguf()), n_ctx=2048, verbose=False)
-    started = time.perf_counter()
     first, count = None, 0
     for _ in llm.generate(prompt, temp=0.0):
         first = first or time.perf_counter()
@@ -95,24 +99,28 @@ def llama_cpp_speed(prompt: list[int], tokens: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="a folder, a base model name or a hub id")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
     args = parser.parse_args()
     quiet_libraries()
-    folder = Catalog(BlobStore(Settings().data_dir)).path(EMBEDDED_MODEL)
+    folder = Path(args.model).resolve() if Path(args.model).is_dir() else Catalog.from_settings(Settings()).fetch(args.model)
     weights = Weights("base", folder)
     engine = Engine()
-    prompt = render_generation_prompt(engine.tokenizer(weights), PROMPT)
+    tokenizer = engine.tokenizer(weights)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompt = render_generation_prompt(tokenizer, PROMPT)
     engine.submit(weights, [prompt], SamplingParams(max_tokens=4, temperature=0)).collect()  # load the weights
 
     singles = [engine_single(engine, weights, prompt, args.tokens) for _ in range(args.repeats)]
     single, first_token = max(s[0] for s in singles), min(s[1] for s in singles)
     concurrent = max(engine_concurrent(engine, weights, prompt, args.tokens, 8) for _ in range(args.repeats))
-    plain = max(generate_speed(folder, prompt, args.tokens, torch.float32) for _ in range(args.repeats))
-    same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype) for _ in range(args.repeats))
-    llama_cpp = llama_cpp_speed(prompt, args.tokens)
+    plain = max(generate_speed(folder, prompt, args.tokens, torch.float32, pad) for _ in range(args.repeats))
+    same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype, pad) for _ in range(args.repeats))
+    llama_cpp = llama_cpp_speed(prompt, args.tokens) if args.model == EMBEDDED_MODEL else None
+    path = "batched decoder" if supports(json.loads((folder / "config.json").read_text())) else "general path"
 
-    print(f"model {EMBEDDED_MODEL}, {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
+    print(f"model {args.model} ({path}), {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
           f"engine dtype {str(engine.dtype).removeprefix('torch.')}")
     print(f"{'decode tokens/s, one stream':<44}{'':>10}")
     print(f"  {'tunery engine':<42}{single:>10.1f}")

@@ -1,8 +1,12 @@
-"""Training throughput: tunery's SFT recipe against TRL's SFTTrainer on the same model
-(SmolLM2-135M-Instruct), data (orders_train.jsonl, rendered once by tunery: the same token ids
-and the same loss masks), LoRA configuration, epochs and batch size, on this machine.
+"""Training throughput: tunery's SFT recipe against TRL's SFTTrainer on the same model (the
+embedded SmolLM2-135M-Instruct unless --model names another), data (orders_train.jsonl, rendered
+once by tunery: the same token ids and the same loss masks), LoRA configuration, epochs and batch
+size, on this machine.
 
-    python bench/train_throughput.py [--epochs N] [--batch-size N] [--repeats N]
+    python bench/train_throughput.py [--model NAME|FOLDER|HUB_ID] [--epochs N] [--batch-size N] [--repeats N]
+
+--model takes a local Hugging Face folder, a base model name of the data directory, or a hub id
+("Qwen/Qwen2.5-0.5B-Instruct", from the Hugging Face cache or downloaded into it).
 
 Each side runs in its own process (so their memory is measured apart), the two sides taking
 turns, and each side's fastest run counts: this machine's speed varies by 20% from run to run
@@ -23,19 +27,23 @@ import sys
 import time
 from pathlib import Path
 
+from tunery.catalog import EMBEDDED_MODEL
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "data" / "orders_train.jsonl"
-LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0,
-        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]}
+LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}  # as tunery's recipe
 LEARNING_RATE = 1e-3
 
 
-def model_folder() -> str:
-    from tunery.catalog import EMBEDDED_MODEL, Catalog
+def model_folder(model: str) -> str:
+    """The model's Hugging Face folder: a folder as given, else through tunery's catalog (the
+    embedded model converted once, a hub model downloaded once)."""
+    from tunery.catalog import Catalog
     from tunery.config import Settings
-    from tunery.storage import BlobStore
 
-    return str(Catalog(BlobStore(Settings().data_dir)).path(EMBEDDED_MODEL))
+    if Path(model).is_dir():
+        return str(Path(model).resolve())
+    return str(Catalog.from_settings(Settings()).fetch(model))
 
 
 def rendered(folder: str):
@@ -92,8 +100,8 @@ def run_trl(folder: str, epochs: int, batch_size: int) -> dict:
     return {"seconds": timing["end"] - timing["start"], "trained_tokens": trained, "mean_loss": output.training_loss}
 
 
-def worker(side: str, epochs: int, batch_size: int) -> None:
-    folder = model_folder()
+def worker(side: str, model: str, epochs: int, batch_size: int) -> None:
+    folder = model_folder(model)
     result = (run_tunery if side == "tunery" else run_trl)(folder, epochs, batch_size)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(json.dumps(result))
@@ -101,6 +109,7 @@ def worker(side: str, epochs: int, batch_size: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=EMBEDDED_MODEL, help="a folder, a base model name or a hub id")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=None, help="default: tunery's auto batch size")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side; the fastest counts")
@@ -111,13 +120,13 @@ def main() -> None:
 
         args.batch_size = default_batch_size(sum(1 for _ in DATA.open()))
     if args.worker:
-        worker(args.worker, args.epochs, args.batch_size)
+        worker(args.worker, args.model, args.epochs, args.batch_size)
         return
-    model_folder()  # convert the embedded model once, outside the timed runs
+    model_folder(args.model)  # convert or download the model once, outside the timed runs
     runs: dict[str, list[dict]] = {"trl": [], "tunery": []}
     for _ in range(args.repeats):
         for side in runs:
-            out = subprocess.run([sys.executable, __file__, "--worker", side, "--epochs", str(args.epochs),
+            out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", args.model, "--epochs", str(args.epochs),
                                   "--batch-size", str(args.batch_size)], check=True, capture_output=True, text=True)
             runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
     results = {side: min(found, key=lambda r: r["seconds"]) for side, found in runs.items()}
@@ -126,7 +135,7 @@ def main() -> None:
         print(f"{side:>6}: {r['trained_tokens'] / r['seconds']:8.1f} trained tokens/s ({r['trained_tokens']} in "
               f"{r['seconds']:.1f} s; runs {times} s), mean training loss {r['mean_loss']:.3f}, "
               f"peak RSS {max(run['peak_rss_mb'] for run in runs[side])} MB")
-    print(f"batch size {args.batch_size}, epochs {args.epochs}, {DATA.name}, SmolLM2-135M-Instruct, LoRA r={LORA['r']}")
+    print(f"batch size {args.batch_size}, epochs {args.epochs}, {DATA.name}, {args.model}, LoRA r={LORA['r']} on all linear layers")
     ratio = (results["tunery"]["trained_tokens"] / results["tunery"]["seconds"]) / \
             (results["trl"]["trained_tokens"] / results["trl"]["seconds"])
     print(f"ratio tunery_vs_trl={ratio:.2f} peak_rss_mb={max(run['peak_rss_mb'] for run in runs['tunery'])}")

@@ -5,6 +5,12 @@ ports driven by the official openai client (helpers.py holds the plain functions
 from __future__ import annotations
 
 import os
+import tempfile
+
+# Before anything imports huggingface_hub (it reads these once): tests never reach a model hub, and
+# the Hugging Face cache is the session's own, where tests write the hub models they need.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="tunery-hf-home-")
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -66,10 +72,53 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return Catalog(BlobStore(tmp_path_factory.mktemp("smollm2"))).path(EMBEDDED_MODEL)
 
 
+@pytest.fixture(scope="session")
+def tiny_architectures(tmp_path_factory, smol_tokenizer) -> dict[str, Path]:
+    """A tiny random model of each popular architecture, with the real SmolLM2 tokenizer, by
+    name: llama3 (Llama 3 RoPE scaling), mistral, qwen2, qwen3 (query/key norms), gemma2
+    (soft-capped logits, sliding windows), gemma3 and phi3 (fused projections)."""
+    import torch
+    from transformers import (AutoModelForCausalLM, Gemma2Config, Gemma3TextConfig, LlamaConfig, MistralConfig,
+                              Phi3Config, Qwen2Config, Qwen3Config)
+
+    shape = dict(vocab_size=len(smol_tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, initializer_range=0.2,
+                 bos_token_id=smol_tokenizer.bos_token_id, eos_token_id=smol_tokenizer.eos_token_id,
+                 pad_token_id=smol_tokenizer.pad_token_id)
+    configs = {
+        "llama3": LlamaConfig(**shape, tie_word_embeddings=True, rope_theta=500000.0, rope_scaling={
+            "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 128}),
+        "mistral": MistralConfig(**shape, sliding_window=None),
+        "qwen2": Qwen2Config(**shape, tie_word_embeddings=True),
+        "qwen3": Qwen3Config(**shape, head_dim=16, tie_word_embeddings=True),
+        "gemma2": Gemma2Config(**shape, head_dim=16, query_pre_attn_scalar=16, sliding_window=64),
+        "gemma3": Gemma3TextConfig(**shape, head_dim=16, sliding_window=64),
+        "phi3": Phi3Config(**shape),
+    }
+    root = tmp_path_factory.mktemp("architectures")
+    folders = {}
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        folders[name] = root / f"tiny-{name}"
+        AutoModelForCausalLM.from_config(config).save_pretrained(folders[name])
+        smol_tokenizer.save_pretrained(folders[name])
+    return folders
+
+
 @pytest.fixture
 def start_server(tmp_path) -> Iterator:
     """Start `tunery serve` on a fresh data dir; extra base model folders are copied in first."""
     start, servers = server_factory(tmp_path)
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def start_module_server(tmp_path_factory) -> Iterator:
+    """Start `tunery serve` processes that live as long as the test module."""
+    start, servers = server_factory(tmp_path_factory.mktemp("module-server"))
     yield start
     for server in servers:
         server.stop()

@@ -67,6 +67,28 @@ def cancel_active_jobs(client: OpenAI) -> None:
             client.fine_tuning.jobs.cancel(job.id)
 
 
+def write_hub_model(hf_home: Path, repo_id: str, folder: Path, commit: str = "0123456789abcdef" * 2 + "01234567") -> Path:
+    """The model in `folder` written into a Hugging Face cache as a download would leave it
+    (blobs named by their sha256, a snapshot of links to them, refs/main naming the snapshot)."""
+    import hashlib
+
+    repo = Path(hf_home) / "hub" / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
+    for file in folder.iterdir():
+        digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        blob = repo / "blobs" / digest
+        if not blob.exists():
+            shutil.copyfile(file, blob)
+        link = snapshot / file.name
+        if not link.exists():
+            link.symlink_to(Path("..") / ".." / "blobs" / digest)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
 def key_for(server: Server, org: str) -> str:
     """A new API key of organization `org` on the server's data directory, made with the CLI."""
     from tunery.cli import app

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
@@ -19,17 +20,36 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None  # when set, accepted as organization "default"'s key
-    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda"
+    device: str = "auto"  # "auto" (the first GPU when present), "cpu", "cuda" or "cuda:N" (devices.py)
+    attention: str = "auto"  # transformers' attention: "auto" (FlashAttention 2 when installed, else SDPA), "sdpa", "eager"
     worker_poll_seconds: float = 0.5  # how often an idle worker looks for a job
     max_upload_bytes: int = MAX_UPLOAD_BYTES  # refused with 413 while the upload streams in
     warm_up: bool = True  # convert the embedded model when a worker starts, not at the first job
     job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
-    inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16"
+    inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     model_cache_mb: int = MODEL_CACHE_MB  # fine-tuned weights (adapters, full models) kept in memory, LRU
+    model_aliases: str = ""  # "gpt-4o-mini-2024-07-18=Qwen/Qwen2.5-0.5B-Instruct,...": names that stand for models
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases_parse(cls, text: str) -> str:
+        parse_aliases(text)
+        return text
 
     @property
     def database_url(self) -> str:
         return f"sqlite:///{self.data_dir.resolve() / 'tunery.db'}"
+
+
+def parse_aliases(text: str) -> dict[str, str]:
+    """"alias=target,alias=target" (TUNERY_MODEL_ALIASES) as a mapping; ValueError naming a bad pair."""
+    aliases = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        alias, _, target = (part.strip() for part in pair.partition("="))
+        if not alias or not target or alias == target:
+            raise ValueError(f"{pair!r} is not alias=target")
+        aliases[alias] = target
+    return aliases
 
 
 @lru_cache

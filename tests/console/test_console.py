@@ -1,19 +1,21 @@
 """The console in a real browser (headless Chromium through Playwright) against a real `tunery
 serve` with the tiny model: sign-in, the jobs list and a job's live charts, creating a job from
 a file whose planted error blocks it, the playground comparing a base and a fine-tuned model,
-what users wrote shown as text and never run, and the pages usable at phone width with every
-control labelled. Each test's screenshot lands in test-artifacts/console/."""
+a fine-tuned model downloaded from the Models page, what users wrote shown as text and never
+run, and the pages usable at phone width with every control labelled. Each test's screenshot
+lands in test-artifacts/console/."""
 
 from __future__ import annotations
 
 import json
 import time
+import zipfile
 
 import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import MARV, TEST_KEY, TINY_MODEL, key_for, upload, wait_until_finished
+from tests.helpers import MARV, SCREENSHOTS, TEST_KEY, TINY_MODEL, free_port, key_for, upload, wait_until_finished
 from tunery.cli import app
 
 PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
@@ -24,6 +26,13 @@ def sign_in(page, server, key: str = TEST_KEY) -> None:
     page.get_by_label("API key").fill(key)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
+
+
+def choose_model(page, model: str) -> None:
+    """Types the model's name (a list suggests this server's models) and leaves the field."""
+    field = page.get_by_label("Base or fine-tuned model")
+    field.fill(model)
+    field.blur()  # as a person leaves the field: it changes, and the list of suggestions closes
 
 
 def metrics_events(client, job_id: str) -> int:
@@ -134,7 +143,7 @@ def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_cha
     (tmp_path / "fixed.jsonl").write_text("\n".join(lines))
     sign_in(page, tiny_server)
     page.get_by_role("link", name="New job").first.click()
-    page.get_by_label("Base or fine-tuned model").select_option(TINY_MODEL)
+    choose_model(page, TINY_MODEL)
     page.get_by_label("Training file: a JSONL file from this computer").set_input_files(str(tmp_path / "broken.jsonl"))
     errors = page.locator(".problems.errors")
     errors.wait_for()
@@ -214,7 +223,7 @@ def test_what_users_wrote_is_shown_as_text_and_never_run(page, tiny_server):
     page.locator("article.example").first.get_by_text(PAYLOAD).first.wait_for()
 
     page.get_by_role("link", name="New job").first.click()
-    page.get_by_label("Base or fine-tuned model").select_option(TINY_MODEL)
+    choose_model(page, TINY_MODEL)
     page.get_by_label("Training file: or one already uploaded").select_option(file.id)
     page.get_by_text("The file is valid.").wait_for()
     page.get_by_label("Suffix").fill(PAYLOAD[:60])
@@ -231,6 +240,49 @@ def test_what_users_wrote_is_shown_as_text_and_never_run(page, tiny_server):
 
     assert page.evaluate("window.pwned") is None
     assert page.locator("main script, main img").count() == 0
+
+
+def test_a_fine_tuned_model_downloads_as_hf_and_gguf_and_a_base_model_offers_no_export(page, tiny_server, finished_job,
+                                                                                       tmp_path):
+    sign_in(page, tiny_server)
+    page.get_by_role("link", name="Models").click()
+    row = page.locator(f"tr[data-model='{finished_job.fine_tuned_model}']")
+    row.wait_for()
+    base = page.locator(f"tr[data-model='{TINY_MODEL}']")
+    assert base.get_by_role("button", name="Download").count() == 0 and base.locator("select").count() == 0
+    assert row.get_by_label("Export format").input_value() == "hf"
+    expected = {"hf": lambda names: "config.json" in names and any(n.endswith(".safetensors") for n in names),
+                "gguf": lambda names: any(n.endswith(".gguf") for n in names) and "Modelfile" in names}
+    for fmt, holds in expected.items():
+        row.get_by_label("Export format").select_option(fmt)
+        with page.expect_download(timeout=300_000) as info:  # a first export merges the weights
+            row.get_by_role("button", name="Download").click()
+        download = info.value
+        assert download.suggested_filename.endswith(f"-{fmt}.zip") and "tiny-llama" in download.suggested_filename
+        download.save_as(tmp_path / f"{fmt}.zip")
+        with zipfile.ZipFile(tmp_path / f"{fmt}.zip") as archive:
+            names = archive.namelist()
+        assert holds(names), names
+        assert row.get_by_role("button", name="Download").is_enabled()
+
+    # While the server prepares a zip the row says so and the button waits; a refusal is shown as text.
+    held = []
+    page.route(lambda url: url.endswith("/export?format=adapter"), lambda route: held.append(route))
+    row.get_by_label("Export format").select_option("adapter")
+    row.get_by_role("button", name="Download").click()
+    row.get_by_text("Preparing adapter export…").wait_for()
+    assert row.get_by_role("button", name="Download").is_disabled() and row.get_by_label("Export format").is_disabled()
+    while not held:
+        page.wait_for_timeout(50)
+    request = held[0].request
+    assert request.headers["authorization"] == f"Bearer {TEST_KEY}" and TEST_KEY not in request.url
+    page.screenshot(path=str(SCREENSHOTS / "models-export-preparing.png"), full_page=True)
+    held[0].fulfill(status=400, json={"error": {"message": "Only a LoRA fine-tune has an adapter: this model was "
+                                                "fine-tuned in full (export it as hf or gguf).", "type":
+                                                "invalid_request_error", "param": "format", "code": None}})
+    row.get_by_role("alert").filter(has_text="Only a LoRA fine-tune has an adapter").wait_for()
+    assert row.get_by_role("button", name="Download").is_enabled()
+    assert row.get_by_text("Preparing adapter export…").count() == 0
 
 
 def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, finished_job):
@@ -256,3 +308,28 @@ def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, fini
     page.keyboard.press("Enter")
     page.wait_for_url("**/#/playground?model=*")
     page.locator("section.panel").nth(1).wait_for()
+
+
+def test_a_hub_model_not_here_yet_is_named_by_id_and_its_job_says_why_it_failed(page, start_server, tiny_model_dir):
+    """A Hugging Face id typed as the model: the file's check says the job downloads it first
+    (not an error: Create stays open); here the hub refuses the connection, and the job's page
+    shows the failure naming the model."""
+    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = start_server(base_models=(tiny_model_dir,), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": refused})
+    sign_in(page, server)
+    page.get_by_role("link", name="New job").first.click()
+    options = page.locator("#model-options option")
+    options.first.wait_for(state="attached")
+    assert TINY_MODEL in [options.nth(i).get_attribute("value") for i in range(options.count())]
+    choose_model(page, "tunery-test/not-here-yet")
+    page.get_by_label("Training file: a JSONL file from this computer").set_input_files(
+        files={"name": "marv.jsonl", "mimeType": "application/jsonl", "buffer": MARV})
+    page.get_by_role("status").filter(has_text="is not on this server yet: a job from it downloads it first").wait_for()
+    create = page.get_by_role("button", name="Create job")
+    assert create.is_enabled()
+    page.screenshot(path=str(SCREENSHOTS / "create-hub-model.png"), full_page=True)
+    create.click()
+    page.wait_for_url("**/#/jobs/ftjob-*")
+    page.locator(".title-row .badge", has_text="failed").wait_for(timeout=60_000)
+    page.get_by_text("'tunery-test/not-here-yet' could not be downloaded from the Hugging Face hub").first.wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "job-hub-download-failed.png"), full_page=True)

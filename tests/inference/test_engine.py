@@ -116,14 +116,23 @@ def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir):
     engine.close()
 
 
-def test_an_architecture_the_decoder_does_not_run_is_refused_before_anything_runs(tmp_path, smol_tokenizer):
-    from transformers import GPT2Config, GPT2LMHeadModel
+def test_gpt2_is_served_through_transformers_and_a_model_that_is_no_causal_lm_is_refused(tmp_path, smol_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel, T5Config, T5ForConditionalGeneration
 
-    folder = tmp_path / "tiny-gpt2"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=1, n_head=2)).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
+    gpt2 = tmp_path / "tiny-gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(smol_tokenizer), n_embd=32, n_layer=1, n_head=2,
+                               n_positions=64)).save_pretrained(gpt2)
+    smol_tokenizer.save_pretrained(gpt2)
     engine = Engine(device="cpu", dtype="float32")
-    with pytest.raises(UnsupportedModel, match="tiny-gpt2"):
-        engine.submit(weights(folder), [[5, 6]], GREEDY)
+    answer = engine.submit(weights(gpt2), [[5, 6]], GREEDY).collect()[0]
+    assert answer.completion_tokens >= 1 and answer.finish_reason in ("length", "stop")
+    assert engine.context_length(weights(gpt2)) == 64  # GPT-2 names its context n_positions
+
+    t5 = tmp_path / "tiny-t5"
+    T5ForConditionalGeneration(T5Config(vocab_size=len(smol_tokenizer), d_model=32, d_ff=64, num_layers=1,
+                                        num_heads=2, d_kv=16)).save_pretrained(t5)
+    smol_tokenizer.save_pretrained(t5)
+    with pytest.raises(UnsupportedModel, match="tiny-t5"):
+        engine.submit(weights(t5), [[5, 6]], GREEDY)
     assert engine.busy() == 0
     engine.close()

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich import box
 from rich.console import Console
@@ -59,6 +60,11 @@ def api_errors() -> Iterator[None]:
         fail(f"{exc.status_code}: {message}" + (f" (param: {body['param']})" if body.get("param") else ""))
     except openai.APIConnectionError as exc:
         fail(f"cannot reach the API at {exc.request.url.copy_with(path='/', query=None)}: is `tunery serve` running?")
+    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:  # tunery's own endpoints, called with httpx
+        fail(f"cannot reach the API at {exc.request.url.copy_with(path='/', query=None)}: is `tunery serve` running?")
+    except httpx.TransportError as exc:  # reached, then lost mid-answer
+        fail(f"the connection to the API at {exc.request.url.copy_with(path='/', query=None)} broke off: "
+             f"{exc or type(exc).__name__}")
 
 
 def emit(obj: Any, as_json: bool, table: Table | str | None) -> None:

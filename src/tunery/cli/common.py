@@ -15,9 +15,8 @@ DataDir = Annotated[Optional[Path], typer.Option("--data-dir", help="State folde
 
 
 def quiet_libraries() -> None:
-    """No progress bars or deprecation chatter from the ML libraries in our output, and no
-    attempt to reach a model hub: every model tunery loads is a local folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """No progress bars or deprecation chatter from the ML libraries in our output (tunery draws
+    its own progress: a job's events, `tunery models pull`'s bar)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -25,7 +24,14 @@ def quiet_libraries() -> None:
 
 
 def settings(**overrides) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """The settings from the environment and the options given; a bad one ends the command in one line."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        fail(f"TUNERY_{str(error['loc'][0]).upper()}: {error['msg'].removeprefix('Value error, ')}", 2)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -26,7 +26,6 @@ from tunery.data.prepare import (
 )
 from tunery.data.stats import Distribution, TokenStats
 from tunery.data.validate import Report
-from tunery.storage import BlobStore
 from tunery.training.estimate import FileCheck
 
 SHOWN_PROBLEMS = 50  # rows per table; --json gives all that were kept
@@ -40,7 +39,7 @@ def validate(
     data_dir: DataDir = None,
 ) -> None:
     """Check a training file as a fine-tuning job would, with token statistics; exit 1 on errors."""
-    catalog = Catalog(BlobStore(settings(data_dir=data_dir).data_dir))
+    catalog = Catalog.from_settings(settings(data_dir=data_dir))
     if not catalog.exists(model):
         fail(f"unknown base model {model!r}; known: {', '.join(catalog.names())}")
     report = check_file(file, model, catalog, measure=estimate, as_json=as_json)

@@ -37,9 +37,8 @@ def _training_file(api, reference: str, model: str, label: str, as_json: bool) -
         fail(f"{reference}: neither a file id nor a local file")
     from tunery.catalog import EMBEDDED_MODEL, Catalog
     from tunery.cli.data import check_file
-    from tunery.storage import BlobStore
 
-    catalog = Catalog(BlobStore(settings().data_dir))
+    catalog = Catalog.from_settings(settings())
     base = model.split(":")[1] if model.startswith("ft:") else model
     notes = Console(stderr=True) if as_json else console  # --json: standard output holds the JSON alone
     report = check_file(path, base if catalog.exists(base) else EMBEDDED_MODEL, catalog, console=notes)

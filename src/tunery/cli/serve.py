@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from tunery.cli.common import DataDir, settings as _settings
-from tunery.config import DEFAULT_ORGANIZATION
+from tunery.cli.common import DataDir, fail, settings as _settings
+from tunery.config import DEFAULT_ORGANIZATION, Settings
 
 
 def serve(
@@ -26,6 +26,7 @@ def serve(
     from tunery.api.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    _check_hardware(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler()  # tunery's own lines (faults with their request ids, serving notes)
     handler.setFormatter(logging.Formatter("%(asctime)s api %(levelname)s %(message)s"))
@@ -59,9 +60,26 @@ def worker(
     from tunery.services.container import Container
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(levelname)s %(message)s")
+    settings = _settings(data_dir=data_dir)
+    _check_hardware(settings, always=True)
     try:
-        instance = Worker(Container(_settings(data_dir=data_dir)), parent_pid=exit_with_parent)
+        instance = Worker(Container(settings), parent_pid=exit_with_parent)
         instance.warm_up()
         instance.run_forever()
     except KeyboardInterrupt:
         pass
+
+
+def _check_hardware(settings: Settings, always: bool = False) -> None:
+    """Refuse, in one line, a device, attention or dtype setting this machine cannot honour. The
+    API checks only settings that name something (their "auto" cannot fail), to start without torch."""
+    named = (settings.device, settings.attention, settings.inference_dtype) != ("auto", "auto", "auto")
+    if not (always or named):
+        return
+    from tunery.devices import DeviceError, check, describe
+
+    try:
+        device = check(settings.device, settings.attention, settings.inference_dtype)
+    except DeviceError as exc:
+        fail(str(exc), 2)
+    logging.getLogger("tunery").info("computing on %s", describe(device))

@@ -1,5 +1,6 @@
-"""The decoder: a compact forward pass for Llama-family models (Llama, Mistral, Qwen2, SmolLM2)
-built from a Hugging Face model's weights, over a KV cache of fixed slots.
+"""The decoder: a compact forward pass for Llama-family models (Llama 2/3, Mistral, Qwen2/2.5,
+Qwen3, SmolLM2) built from a Hugging Face model's weights, over a KV cache of fixed slots. Other
+architectures are served by generic.GenericDecoder.
 
 One decode step runs every sequence of the model together, each at its own position and each
 with its own LoRA adapter or none: the base weights are read once for the whole batch, which is
@@ -19,13 +20,29 @@ import torch.nn.functional as F
 
 from tunery.inference.types import UnsupportedModel
 
-SUPPORTED_TYPES = ("llama", "mistral", "qwen2")
+SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need
+VARYING_ROPE = ("dynamic", "longrope")  # RoPE whose frequencies change with the length: not precomputed here
 
 
 def supports(config: dict) -> bool:
     """Whether a model's config.json describes an architecture the decoder runs."""
-    return config.get("model_type") in SUPPORTED_TYPES and config.get("hidden_act", "silu") == "silu"
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}  # the name since transformers 5, before
+    return (config.get("model_type") in SUPPORTED_TYPES and config.get("hidden_act", "silu") == "silu"
+            and (rope.get("rope_type") or rope.get("type")) not in VARYING_ROPE)
+
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")  # by family
+
+
+def serving_context(config: dict) -> int:
+    """The longest sequence served: the model's context, or its sliding attention window when
+    that is shorter (within the window, sliding attention is plain attention)."""
+    context = next((config[key] for key in CONTEXT_KEYS if config.get(key)), 2048)
+    window = config.get("sliding_window")
+    if window and config.get("use_sliding_window", config.get("model_type") == "mistral"):
+        context = min(context, window)
+    return context
 
 
 @dataclass
@@ -37,6 +54,8 @@ class _Layer:
     o: torch.Tensor
     gate_up: torch.Tensor  # [2 * intermediate, hidden]
     down: torch.Tensor
+    q_norm: torch.Tensor | None = None  # Qwen3: RMSNorm of each head's query and key before RoPE
+    k_norm: torch.Tensor | None = None
 
 
 @dataclass
@@ -92,7 +111,8 @@ class Decoder:
     def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device):
         from transformers import AutoModelForCausalLM
 
-        if not supports(json.loads((folder / "config.json").read_text())):
+        config = json.loads((folder / "config.json").read_text())
+        if not supports(config):
             raise UnsupportedModel(f"{folder.name}: the decoder serves Llama-family models ({', '.join(SUPPORTED_TYPES)})")
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         cfg = model.config
@@ -101,7 +121,7 @@ class Decoder:
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.hidden = cfg.hidden_size
         self.eps = cfg.rms_norm_eps
-        self.context = getattr(cfg, "max_position_embeddings", 2048)
+        self.context = serving_context(config)
 
         def prepared(t: torch.Tensor) -> torch.Tensor:
             return t.detach().to(dtype).to(device).contiguous()
@@ -115,7 +135,9 @@ class Decoder:
                 qkv=prepared(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
                 qkv_bias=prepared(torch.cat(biases)) if all(b is not None for b in biases) else None,
                 o=prepared(attn.o_proj.weight),
-                gate_up=prepared(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])), down=prepared(mlp.down_proj.weight)))
+                gate_up=prepared(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])), down=prepared(mlp.down_proj.weight),
+                q_norm=prepared(attn.q_norm.weight) if hasattr(attn, "q_norm") else None,
+                k_norm=prepared(attn.k_norm.weight) if hasattr(attn, "k_norm") else None))
         first = model.model.layers[0]
         self.out_features = {name: getattr(module, name).out_features for module in (first.self_attn, first.mlp)
                              for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -134,7 +156,17 @@ class Decoder:
         self.slots, self.capacity = 0, 0
         self._grow(INITIAL_SLOTS, INITIAL_CAPACITY)
 
+    # adapters ----------------------------------------------------------------------------------
+    def load_adapter(self, folder: Path) -> Adapter:
+        return Adapter(folder, self)
+
+    def release_adapter(self, adapter: Adapter) -> None:
+        """Nothing to undo: an adapter is its own tensors, gone with it."""
+
     # the KV cache ------------------------------------------------------------------------------
+    def free(self, slot: int) -> None:
+        """Nothing to free: a slot's cache is overwritten by its next sequence."""
+
     def _grow(self, slots: int, capacity: int) -> None:
         slots, capacity = max(slots, self.slots), min(max(capacity, self.capacity), self.context)
         if (slots, capacity) == (self.slots, self.capacity):
@@ -203,6 +235,9 @@ class Decoder:
             qkv = self._linear(h, layer.qkv, lora, "qkv", layer.qkv_bias).view(batch, length, heads + 2 * kv, dim)
             qkv = qkv.transpose(1, 2)
             qk = qkv[:, :heads + kv]
+            if layer.q_norm is not None:
+                qk = torch.cat([F.rms_norm(qk[:, :heads], (dim,), layer.q_norm, self.eps),
+                                F.rms_norm(qk[:, heads:], (dim,), layer.k_norm, self.eps)], dim=1)
             first, second = qk.chunk(2, dim=-1)
             qk = qk * cos + torch.cat([-second, first], dim=-1) * sin
             q, k, v = qk[:, :heads], qk[:, heads:], qkv[:, heads + kv:]

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from tunery.inference.decoder import SUPPORTED_TYPES, Adapter, Decoder, supports
+from tunery.devices import attention_implementation, resolve_device, serving_dtype
+from tunery.inference.decoder import Adapter, Decoder, serving_context, supports
+from tunery.inference.generic import GenericAdapter, GenericDecoder, runs
 from tunery.inference.types import (
     ContextLengthExceeded,
     Delta,
@@ -44,7 +46,7 @@ MAX_BATCH = 32  # sequences decoded together per base model; more wait for a fre
 class _Model:
     """A loaded model: a base decoder with its tokenizer, or an adapter on a base."""
 
-    def __init__(self, decoder: Decoder, tokenizer, adapter: Adapter | None = None):
+    def __init__(self, decoder: Decoder | GenericDecoder, tokenizer, adapter: Adapter | GenericAdapter | None = None):
         self.decoder, self.tokenizer, self.adapter = decoder, tokenizer, adapter
         self.end_tokens = _end_tokens(tokenizer)
         self.in_use = 0
@@ -70,10 +72,10 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.dtype = _pick_dtype(dtype, self.device)
+    def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30, attention: str = "auto"):
+        self.device = resolve_device(device)
+        self.dtype = serving_dtype(dtype, self.device)
+        self.attention = attention_implementation(attention, self.device, self.dtype)
         self.cache_bytes = cache_bytes
         self._bases: dict[Path, _Model] = {}
         self._cached: OrderedDict[Path, _Model] = OrderedDict()  # adapters and full fine-tuned models, LRU first
@@ -100,7 +102,7 @@ class Engine:
             return self._tokenizers[folder]
 
     def context_length(self, weights: Weights) -> int:
-        return self._config(weights.folder).get("max_position_embeddings", 2048)
+        return serving_context(self._config(weights.folder))
 
     def _config(self, folder: Path) -> dict[str, Any]:
         """A model folder's config.json, read once (every request needs it)."""
@@ -112,9 +114,9 @@ class Engine:
     def submit(self, weights: Weights, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> Stream:
         """Generate n completions of each prompt (indexes prompt * n + choice). Raises
         ContextLengthExceeded or UnsupportedModel before anything runs."""
-        if not supports(self._config(weights.folder)):
-            raise UnsupportedModel(f"{weights.folder.name}: the serving engine runs Llama-family models "
-                                   f"({', '.join(SUPPORTED_TYPES)}) only, for now")
+        if not runs(self._config(weights.folder)):
+            raise UnsupportedModel(f"{weights.folder.name}: transformers has no causal language model for "
+                                   f"model_type {self._config(weights.folder).get('model_type')!r}")
         context = self.context_length(weights)
         sequences, stream = [], Stream(len(prompts) * n)
         for p, prompt in enumerate(prompts):
@@ -162,6 +164,8 @@ class Engine:
                 model = self._cached.pop(folder, None)
                 if model is not None and model.in_use:
                     self._cached[folder] = model  # in use: it goes with the next eviction
+                elif model is not None:
+                    self._drop(model)
             for seq in admitted:
                 self._start(seq)
             by_decoder: dict[int, list[_Sequence]] = {}
@@ -197,10 +201,10 @@ class Engine:
             log.exception("generation failed")
             self._end(seq, exc)
 
-    def _step(self, decoder: Decoder, seqs: list[_Sequence]) -> None:
+    def _step(self, decoder: Decoder | GenericDecoder, seqs: list[_Sequence]) -> None:
         width = max(s.slot for s in seqs) + 1
         tokens, positions = [0] * width, [0] * width
-        groups: dict[int, tuple[Adapter | None, list[int]]] = {}
+        groups: dict[int, tuple[Adapter | GenericAdapter | None, list[int]]] = {}
         for seq in seqs:
             tokens[seq.slot] = seq.generated[-1]
             positions[seq.slot] = len(seq.prompt) + len(seq.generated) - 1
@@ -288,6 +292,8 @@ class Engine:
             self._active.remove(seq)
         if seq.model is not None:
             seq.model.in_use -= 1
+            if seq.slot >= 0:
+                seq.model.decoder.free(seq.slot)
             seq.model = None
         stream = seq.stream
         if error is not None:
@@ -316,13 +322,13 @@ class Engine:
             if weights.kind == "base":
                 return self._bases[folder]
             base = self._bases[folder]
-            model = _Model(base.decoder, base.tokenizer, Adapter(weights.adapter, base.decoder))
+            model = _Model(base.decoder, base.tokenizer, base.decoder.load_adapter(weights.adapter))
         self._cached[key] = model
         self._evict()
         return model
 
-    def _new_decoder(self, folder: Path) -> Decoder:
-        return Decoder(folder, dtype=self.dtype, device=self.device)
+    def _new_decoder(self, folder: Path) -> Decoder | GenericDecoder:
+        return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention)
 
     def _evict(self) -> None:
         """Least recently used models go, never one in use, until the cache fits its budget."""
@@ -333,29 +339,25 @@ class Engine:
             if sum(size(m) for m in self._cached.values()) <= self.cache_bytes:
                 break
             if self._cached[key].in_use == 0:
-                del self._cached[key]
+                self._drop(self._cached.pop(key))
+
+    def _drop(self, model: _Model) -> None:
+        if model.adapter is not None:
+            model.decoder.release_adapter(model.adapter)
 
     def cached(self) -> list[Path]:
         """The fine-tuned models in memory (adapter or full model folders), least recently used first."""
         return list(self._cached)
 
 
-def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    """bfloat16 on CUDA and on CPUs with native bfloat16 arithmetic (it halves the memory each
-    decode step reads, which is what bounds it); float32 elsewhere."""
-    if name != "auto":
-        return getattr(torch, name)
-    if device.type == "cuda":
-        return torch.bfloat16
-    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
-
-
-def _cpu_has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+def new_decoder(folder: Path, *, dtype: torch.dtype, device: torch.device,
+                attention: str | None = None) -> Decoder | GenericDecoder:
+    """The compact batched decoder for the architectures it runs (its own attention), transformers
+    for any other (with the attention implementation devices.attention_implementation chose)."""
+    config = json.loads((folder / "config.json").read_text())
+    if supports(config):
+        return Decoder(folder, dtype=dtype, device=device)
+    return GenericDecoder(folder, dtype=dtype, device=device, attention=attention)
 
 
 def _end_tokens(tokenizer) -> set[int]:

@@ -7,6 +7,7 @@ process (`tunery worker`, or beside the API under `tunery serve`), built from th
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -14,13 +15,14 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tunery.catalog import EMBEDDED_MODEL
+from tunery.catalog import EMBEDDED_MODEL, UnknownModel
 from tunery.data.formats import TOO_LONG
 from tunery.data.validate import load_examples
 from tunery.errors import NotFound
+from tunery.hub import HubError
 from tunery.integrations.wandb_run import WandbRuns
 from tunery.services.container import Container
 from tunery.services.models import JobOutput
@@ -85,8 +87,10 @@ class Worker:
 
     # validating_files -> queued ------------------------------------------------------------------
     def _validate(self, job: ClaimedJob) -> None:
-        """The model-specific checks: every example renders with the base model's template and
-        keeps something to train on within its context; truncated examples are warned about."""
+        """The base model, downloaded when it is a hub model not cached yet; then the
+        model-specific checks: every example renders with the base model's template and keeps
+        something to train on within its context; truncated examples are warned about."""
+        self._fetch(job)
         for param, file_id in _files(job):
             label = param.replace("_", " ")
             self.queue.event(job.id, f"Validating {label}: {file_id}")
@@ -106,6 +110,39 @@ class Worker:
                                  + (f" (first: {first})" if first else ""), level="warn")
         self.queue.validated(job.id, self.worker_id)  # unless cancelled or paused meanwhile
 
+    def _fetch(self, job: ClaimedJob) -> None:
+        if self.catalog.exists(job.base_model):
+            return
+        name = job.base_model
+        self.queue.event(job.id, f"Downloading {name} from the Hugging Face hub")
+
+        def progress(done: int, total: int) -> None:
+            self.queue.event(job.id, f"Downloading {name}: {done / max(total, 1):.0%} of {total / 1e6:,.0f} MB")
+
+        try:
+            with self._lease_kept(job):  # a download may be silent for long (listing the files, a slow start)
+                self.catalog.fetch(name, progress)
+        except (HubError, UnknownModel) as exc:
+            raise JobFailed("model_not_found", str(exc), "model") from None
+        self.queue.event(job.id, f"Downloaded {name}")
+
+    @contextlib.contextmanager
+    def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
+        """Heartbeats for the job from a thread while the body runs, a few per lease."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(self.settings.job_lease_seconds / 4):
+                self.queue.heartbeat(job.id, self.worker_id)
+
+        beating = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
+        beating.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beating.join()
+
     # queued -> running -> succeeded, or stopped (paused, cancelled, queued again) ----------------
     def _train(self, job: ClaimedJob) -> None:
         method = METHODS[job.method]
@@ -117,7 +154,7 @@ class Worker:
         hp = method.resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model))
         self.queue.record_hyperparameters(job.id, hp.as_api())
         recipe = method.build(RecipeInputs(self._start(job).weights, hp, job.seed, self.settings.device,
-                                           resume.folder if resume else None))
+                                           self.settings.attention, resume.folder if resume else None))
         output = self.models.output_of(job, hp.training_type)
         classify = self._classification(job, examples, valid)
         wandb = WandbRuns(job.id, job.base_model, job.integrations, {

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from tunery.catalog import Catalog
-from tunery.config import Settings
+from tunery.config import Settings, parse_aliases
 from tunery.services.chat import ChatService
 from tunery.services.files import FilesService
 from tunery.services.fine_tuning import JobsService
@@ -27,7 +27,7 @@ class Container:
         self.db = Database(settings.database_url)
         self.db.create_schema()
         self.blobs = BlobStore(settings.data_dir)
-        self.catalog = Catalog(self.blobs)
+        self.catalog = Catalog(self.blobs, parse_aliases(settings.model_aliases))
 
     @cached_property
     def organizations(self) -> OrganizationsService:
@@ -54,7 +54,7 @@ class Container:
         from tunery.inference.engine import Engine  # torch is imported only when chat is first used
 
         engine = Engine(device=self.settings.device, dtype=self.settings.inference_dtype,
-                        cache_bytes=self.settings.model_cache_mb << 20)
+                        cache_bytes=self.settings.model_cache_mb << 20, attention=self.settings.attention)
         self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
         return ChatService(self.models, engine)
 

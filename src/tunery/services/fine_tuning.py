@@ -43,6 +43,7 @@ MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as Ope
 MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
 FINISHED = {"succeeded", "failed", "cancelled"}
 MAX_FILE_CHECKS = 2  # at once per server: each reads a file with a tokenizer and may train a few steps
+MODEL_NOT_DOWNLOADED = "model_not_downloaded"  # a hub model a job can fetch, not here yet: its file is checked by the job
 
 
 def to_object(row: Job) -> FineTuningJob:
@@ -71,7 +72,8 @@ class JobsService:
         self._checking = threading.BoundedSemaphore(MAX_FILE_CHECKS)
 
     def create(self, org_id: str, request: CreateJobRequest) -> FineTuningJob:
-        parent = self.models.resolve(org_id, request.model)  # NotFound for unknown or foreign models
+        # NotFound for unknown or foreign models; a hub model not cached yet is downloaded by the job.
+        parent = self.models.resolve(org_id, request.model, downloadable=True)
         for param in ("training_file", "validation_file"):
             file_id = getattr(request, param)
             if file_id is None:
@@ -124,7 +126,11 @@ class JobsService:
         method = method or "supervised"
         if method not in METHODS:
             raise InvalidRequest(f"Unknown fine-tuning method {method!r}; use one of {sorted(METHODS)}.", param="method")
-        base = self.models.resolve(org_id, model).base_name
+        base = self.models.resolve(org_id, model, downloadable=True).base_name
+        if not self.models.catalog.exists(base):
+            raise NotFound(f"The model '{model}' is not on this server yet: a job from it downloads it first, then "
+                           f"checks the file (`tunery models pull {self.models.catalog.target(base)}` on the server "
+                           "fetches it now).", param="model", code=MODEL_NOT_DOWNLOADED)
         if not self._checking.acquire(blocking=False):
             raise RateLimited(f"{MAX_FILE_CHECKS} files are being checked already; try again in a moment.",
                               code="rate_limit_exceeded")

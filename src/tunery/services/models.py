@@ -5,13 +5,15 @@ resume) and the published fine-tuned model."""
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tunery.catalog import BASE_MODEL_OWNER, Catalog
-from tunery.errors import NotFound, PermissionDenied
+from tunery.catalog import BASE_MODEL_OWNER, Catalog, UnknownModel
+from tunery.errors import InvalidRequest, NotFound, PermissionDenied
+from tunery.hub import is_hub_id
 from tunery.ids import new_id, now
 from tunery.protocol.models import Model, ModelDeleted
 from tunery.storage.models import ModelsRepo
@@ -34,6 +36,8 @@ class ResolvedModel:
     kind: WeightsKind
     artefacts: Path | None  # a fine-tune's folder (its LoRA adapter or its full weights); None for a base model
     catalog: Catalog = field(repr=False, compare=False)
+    job_id: str | None = None  # the job that made a fine-tune
+    step: int | None = None  # a checkpoint's step (None: the job's final model)
 
     @property
     def training_type(self) -> str | None:
@@ -42,10 +46,16 @@ class ResolvedModel:
 
     @property
     def weights(self) -> Weights:
-        """The folders to load (the embedded base model is converted on first use)."""
+        """The folders to load (the embedded base model is converted on first use); NotFound
+        naming the base when a LoRA's base has left this machine (a hub model removed from the cache)."""
         if self.kind == "full":
             return Weights("full", self.artefacts)
-        return Weights(self.kind, self.catalog.path(self.base_name), self.artefacts if self.kind == "lora" else None)
+        try:
+            base = self.catalog.path(self.base_name)
+        except UnknownModel as exc:
+            raise NotFound(f"The base model of '{self.id}' is not here: {exc}", param="model",
+                           code="model_not_found") from None
+        return Weights(self.kind, base, self.artefacts if self.kind == "lora" else None)
 
 
 @dataclass(frozen=True)
@@ -96,23 +106,57 @@ class ModelsService:
         for listener in self.on_delete:
             listener(folder)
         self.catalog.blobs.delete_dir(folder)
+        self.catalog.blobs.delete_dir(self.catalog.blobs.export_path(row.job_id, "model", "hf").parent)
         return ModelDeleted(id=model_id, deleted=True)
+
+    def export(self, org_id: str, model_id: str, fmt: str) -> Path:
+        """A zip of the fine-tuned model or checkpoint in `fmt` (export.FORMATS), for its owner;
+        made once and kept until the model goes."""
+        from tunery.export import FORMATS, ExportError, export
+
+        if fmt not in FORMATS:
+            raise InvalidRequest(f"Unknown export format {fmt!r}; use one of {', '.join(FORMATS)}.", param="format")
+        model = self.resolve(org_id, model_id)
+        if model.kind == "base":
+            raise InvalidRequest(f"'{model_id}' is a base model: take it from where it comes from "
+                                 f"({self.catalog.public_id(model.base_name)}).", param="model")
+        blobs = self.catalog.blobs
+        target = blobs.export_path(model.job_id, "model" if model.step is None else f"ckpt-step-{model.step}", fmt)
+        # One export at a time on this data directory: each holds a model's merged weights in memory.
+        with blobs.exclusive("export"):
+            if not target.exists():
+                with blobs.staging_dir() as staged:
+                    (staged / "export").mkdir()
+                    try:
+                        export(model.weights, fmt, staged / "export", name=model_id,
+                               base_id=self.catalog.public_id(model.base_name))
+                    except ExportError as exc:
+                        raise InvalidRequest(str(exc), param="format") from None
+                    with zipfile.ZipFile(staged / "export.zip", "w", zipfile.ZIP_STORED) as archive:
+                        for path in sorted((staged / "export").rglob("*")):
+                            archive.write(path, path.relative_to(staged / "export"))
+                    blobs.publish_file(staged / "export.zip", target)
+        return target
 
     def is_base(self, model_id: str) -> bool:
         return self.catalog.exists(model_id)
 
-    def resolve(self, org_id: str, model_id: str, *, param: str = "model") -> ResolvedModel:
-        """What a model this organization may use is made of; NotFound otherwise."""
-        if self.catalog.exists(model_id):
+    def resolve(self, org_id: str, model_id: str, *, param: str = "model", downloadable: bool = False) -> ResolvedModel:
+        """What a model this organization may use is made of; NotFound otherwise. downloadable:
+        a hub model not cached yet counts (a job downloads it before training)."""
+        if self.catalog.exists(model_id) or (downloadable and self.catalog.obtainable(model_id)):
             return ResolvedModel(model_id, model_id, "base", None, self.catalog)
         row = self.repo.get(model_id)
         if row is not None and row.organization_id == org_id:
             return ResolvedModel(model_id, row.base_model, row.training_type, self.catalog.blobs.model_dir(row.job_id),
-                                 self.catalog)
+                                 self.catalog, row.job_id)
         checkpoint = self.repo.checkpoint(model_id)
         if checkpoint is not None and checkpoint.organization_id == org_id:
             folder = self.catalog.blobs.checkpoint_dir(checkpoint.job_id, checkpoint.step_number)
-            return ResolvedModel(model_id, checkpoint.base_model, checkpoint.training_type, folder, self.catalog)
+            return ResolvedModel(model_id, checkpoint.base_model, checkpoint.training_type, folder, self.catalog,
+                                 checkpoint.job_id, checkpoint.step_number)
+        if not model_id.startswith("ft:") and (self.catalog.target(model_id) != model_id or is_hub_id(model_id)):
+            raise NotFound(self.catalog.why_unknown(model_id), param=param, code="model_not_found")
         self._not_found(model_id, param)
 
     @staticmethod
@@ -121,10 +165,13 @@ class ModelsService:
                        param=param, code="model_not_found")
 
     # what training jobs make -----------------------------------------------------------------------
-    @staticmethod
-    def output_of(job: ClaimedJob, training_type: str) -> JobOutput:
+    def output_of(self, job: ClaimedJob, training_type: str) -> JobOutput:
+        """The fine-tuned model is named after the model the job names (an alias included, as
+        code written for OpenAI expects) and records the model it was trained on (an alias's
+        target now), so that changing an alias later cannot move the base under its adapter."""
         model_id = f"ft:{job.base_model}:{job.organization_name}:{job.suffix or ''}:{job.id[-MODEL_ID_LENGTH:]}"
-        return JobOutput(job.id, job.organization_id, job.organization_name, job.base_model, model_id, training_type)
+        return JobOutput(job.id, job.organization_id, job.organization_name, self.catalog.target(job.base_model),
+                         model_id, training_type)
 
     def save_checkpoint(self, output: JobOutput, step: int, metrics: dict[str, Any],
                         write: Callable[[Path], None]) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 class BlobStore:
     def __init__(self, root: Path):
         self.root = Path(root).resolve()
-        for folder in ("files", "models", "checkpoints", "base_models", "tmp"):
+        for folder in ("files", "models", "checkpoints", "base_models", "exports", "tmp"):
             (self.root / folder).mkdir(parents=True, exist_ok=True)
 
     # uploaded files --------------------------------------------------------------------------
@@ -51,6 +51,10 @@ class BlobStore:
     def checkpoint_dir(self, job_id: str, step: int) -> Path:
         return self.root / "checkpoints" / job_id / f"step-{step}"
 
+    def export_path(self, job_id: str, model: str, fmt: str) -> Path:
+        """The zip of a job's model (or one of its checkpoints, `model` naming which) in a format."""
+        return self.root / "exports" / job_id / f"{model}-{fmt}.zip"
+
     def integration_dir(self, name: str) -> Path:
         """Where an integration keeps its local files (W&B runs, offline ones included)."""
         return self.root / name
@@ -62,6 +66,7 @@ class BlobStore:
         """A job's model and checkpoints (a cancelled or deleted job's)."""
         self.delete_dir(self.model_dir(job_id))
         self.delete_dir(self.root / "checkpoints" / job_id)
+        self.delete_dir(self.root / "exports" / job_id)
 
     def link_copy(self, source: Path, target: Path, *, skip: tuple[str, ...] = ()) -> None:
         """Publish a copy of a folder whose files are hard links where the disk allows: a final
@@ -76,6 +81,13 @@ class BlobStore:
                     except OSError:
                         shutil.copy2(path, destination)
             self.publish_dir(staged, target)
+
+    def publish_file(self, staged: Path, final: Path) -> None:
+        """Atomically move a complete staged file to its final place."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, final)
 
     @contextlib.contextmanager
     def staging_dir(self) -> Iterator[Path]:

@@ -26,11 +26,11 @@ class Resolved:
     learning_rate_multiplier: float
     training_type: str
     prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT
-    parameters: int = REFERENCE_PARAMETERS  # the base model's size
+    parameters: int = REFERENCE_PARAMETERS  # the base model's size (0: unknown, no .safetensors)
 
     @property
     def learning_rate(self) -> float:
-        scale = min(1.0, math.sqrt(REFERENCE_PARAMETERS / self.parameters))
+        scale = min(1.0, math.sqrt(REFERENCE_PARAMETERS / self.parameters)) if self.parameters else 1.0
         return BASE_LEARNING_RATE[self.training_type] * scale * self.learning_rate_multiplier
 
     def as_api(self) -> dict[str, Any]:

@@ -55,7 +55,8 @@ class RecipeInputs:
     start: Weights  # the model training starts from (a base model, or a fine-tune to continue)
     hyperparameters: Resolved
     seed: int
-    device: str
+    device: str  # TUNERY_DEVICE
+    attention: str  # TUNERY_ATTENTION
     resume_from: Path | None  # a checkpoint with trainer state to go on from
 
 
@@ -75,6 +76,7 @@ def _supervised(inputs: RecipeInputs) -> Recipe:
         base_model=str(inputs.start.folder), init_adapter=str(inputs.start.adapter) if inputs.start.adapter else None,
         n_epochs=hp.n_epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, training_type=hp.training_type,
         seed=inputs.seed, prompt_loss_weight=hp.prompt_loss_weight, device=inputs.device,
+        attention=inputs.attention,
         resume_from=str(inputs.resume_from) if inputs.resume_from else None,
     ))
 

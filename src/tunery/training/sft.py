@@ -21,11 +21,12 @@ from typing import Any
 import torch
 
 from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT, IGNORE, Rendered, render_example
+from tunery.devices import attention_implementation, resolve_device, training_dtype
 from tunery.training.batching import Batch, pack
 from tunery.training.checkpoints import TRAINER_STATE, write_manifest
 
 MAX_SEQUENCE_TOKENS = 4096  # longer examples are truncated (keeping the beginning)
-LORA_TARGET_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+LORA_TARGET_MODULES = "all-linear"  # every linear layer but the output head, whatever the architecture names them
 CONFIG_FILE = "tunery_training.json"  # the resolved config and metrics, beside the weights
 EVALUATIONS_PER_RUN = 20  # validation mini-batches spread over the run when eval_every is 0
 
@@ -47,7 +48,8 @@ class SFTConfig:
     weight_decay: float = 0.0
     prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT  # legacy prompt/completion data: loss weight of prompts
     eval_every: int = 0  # steps between validation mini-batches; 0 spreads EVALUATIONS_PER_RUN over the run
-    device: str = "auto"  # "auto" picks CUDA (bf16) when present, else CPU (float32)
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N" (devices.resolve_device; bfloat16 on CUDA)
+    attention: str = "auto"  # transformers' attention implementation (devices.attention_implementation)
 
     def __post_init__(self) -> None:
         for name in ("n_epochs", "batch_size"):
@@ -108,12 +110,14 @@ class SFTRecipe:
 
         cfg = self.config
         _seed_everything(cfg.seed)
-        self.device = _pick_device(cfg.device)
-        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.device = resolve_device(cfg.device)
+        dtype = training_dtype(self.device)
+        attention = attention_implementation(cfg.attention, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
         # A full checkpoint holds every weight; a LoRA one holds the adapter to put on the base.
         resumed_full = cfg.resume_from is not None and cfg.training_type == "full"
-        model = AutoModelForCausalLM.from_pretrained(cfg.resume_from if resumed_full else cfg.base_model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(cfg.resume_from if resumed_full else cfg.base_model, dtype=dtype,
+                                                     attn_implementation=attention)
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
         self.examples = self._render(examples, max_length)
         self.valid_examples = self._render(valid_examples or [], max_length)
@@ -164,7 +168,7 @@ class SFTRecipe:
 
         return get_peft_model(model, LoraConfig(
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=[m for m in LORA_TARGET_MODULES if _has_module(model, m)], task_type="CAUSAL_LM",
+            target_modules=LORA_TARGET_MODULES, task_type="CAUSAL_LM",
         ))
 
     # train -----------------------------------------------------------------------------------
@@ -230,7 +234,7 @@ class SFTRecipe:
         # Position t predicts token t+1: only positions whose next token carries loss are projected.
         targets, weights = batch.labels[:, 1:], batch.weights[:, 1:]
         trained = targets != IGNORE
-        logits = base.get_output_embeddings()(hidden[:, :-1][trained]).float()
+        logits = _output_logits(base, hidden[:, :-1][trained])
         wanted, weight = targets[trained], weights[trained]
         token_losses = torch.nn.functional.cross_entropy(logits, wanted, reduction="none")
         full = weight == 1.0  # accuracy on the tokens trained at full weight, as the guide reports it
@@ -267,7 +271,7 @@ class SFTRecipe:
             batch = pack(chunk, self.pad_id).to(self.device)
             hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
             last = torch.stack([hidden[row, begin + length - 1] for row, begin, length in batch.spans])
-            out.append(torch.log_softmax(base.get_output_embeddings()(last).float(), dim=-1))
+            out.append(torch.log_softmax(_output_logits(base, last), dim=-1))
         self.model.train(was_training)
         return torch.cat(out)
 
@@ -313,16 +317,14 @@ class SFTRecipe:
             torch.cuda.empty_cache()
 
 
-def _pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
-
-
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _has_module(model, suffix: str) -> bool:
-    return any(name.endswith(suffix) for name, _ in model.named_modules())
+def _output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The logits a causal LM's forward would give from its final hidden states (Gemma 2 caps
+    them softly), in float32."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return cap * torch.tanh(logits / cap) if cap else logits

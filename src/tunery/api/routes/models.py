@@ -16,11 +16,11 @@ def list_models(c: ContainerDep, org: OrgDep) -> ListResponse[Model]:
     return ListResponse(data=c.models.list(org.id, org.name))
 
 
-@router.get("/models/{model_id}")
+@router.get("/models/{model_id:path}")  # hub ids hold a slash: Qwen/Qwen2.5-0.5B-Instruct
 def retrieve(c: ContainerDep, org: OrgDep, model_id: str) -> Model:
     return c.models.retrieve(org.id, org.name, model_id)
 
 
-@router.delete("/models/{model_id}")
+@router.delete("/models/{model_id:path}")
 def delete(c: ContainerDep, org: OrgDep, model_id: str) -> ModelDeleted:
     return c.models.delete(org.id, model_id)

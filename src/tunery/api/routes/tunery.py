@@ -3,7 +3,10 @@ and the API has no place for)."""
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
 from tunery.api.deps import ContainerDep, OrgDep
@@ -33,3 +36,12 @@ async def check_file(c: ContainerDep, org: OrgDep, request: Request) -> FileRepo
                                        form.fields.get("method"))
     finally:
         writer.discard()
+
+
+@router.get("/models/{model_id:path}/export")
+def export_model(c: ContainerDep, org: OrgDep, model_id: str, format: str = "hf") -> FileResponse:
+    """A fine-tuned model or checkpoint of the caller's organization as a zip: `format` hf (merged
+    weights), adapter (PEFT LoRA) or gguf (with an Ollama Modelfile)."""
+    path = c.models.export(org.id, model_id, format)
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", model_id).strip("_")
+    return FileResponse(path, media_type="application/zip", filename=f"{name}-{format}.zip")

@@ -65,6 +65,28 @@ export async function fileContent(fileId, range) {
   return response.blob();
 }
 
+// A fine-tuned model's (or checkpoint's) weights as a zip, { blob, filename }: format hf (merged),
+// adapter (PEFT LoRA) or gguf (with an Ollama Modelfile). A model's first export merges its
+// weights on the server and can take a while.
+export async function exportModel(modelId, format) {
+  const path = modelId.split("/").map(encodeURIComponent).join("/");
+  const response = await fetch(`/tunery/models/${path}/export?format=${encodeURIComponent(format)}`, { headers: headers() });
+  if (!response.ok) await fail(response);
+  const fallback = `${modelId.replace(/[^A-Za-z0-9._-]+/g, "_").replace(/^_+|_+$/g, "")}-${format}.zip`;
+  return { blob: await response.blob(), filename: attachmentName(response.headers.get("Content-Disposition")) || fallback };
+}
+
+// The file name a Content-Disposition header gives (filename*=UTF-8'' first, then filename=).
+function attachmentName(header) {
+  if (!header) return null;
+  const encoded = /filename\*\s*=\s*UTF-8''([^;]+)/i.exec(header);
+  if (encoded) {
+    try { return decodeURIComponent(encoded[1].trim()); } catch { /* malformed: try the plain one */ }
+  }
+  const plain = /filename\s*=\s*(?:"([^"]*)"|([^;]+))/i.exec(header);
+  return plain ? (plain[1] ?? plain[2]).trim() || null : null;
+}
+
 // Every item of a list endpoint, following `after` while has_more.
 export async function listAll(path, query = {}, pageSize = 100) {
   const items = [];

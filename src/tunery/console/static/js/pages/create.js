@@ -11,7 +11,9 @@ const PREFERRED_BASE = "SmolLM2-135M-Instruct";
 export function render(main) {
   document.title = "New job · tunery";
   const problem = h("div", { "aria-live": "polite" });
-  const model = h("select", { name: "model", required: true });
+  const modelOptions = h("datalist", { id: "model-options" });
+  const model = h("input", { type: "text", name: "model", required: true, list: "model-options", autocomplete: "off",
+    spellcheck: "false" });
   const training = dataPicker("training", "Training file");
   const validation = dataPicker("validation", "Validation file (optional)");
   const epochs = h("input", { type: "number", name: "n_epochs", min: 1, max: 50, placeholder: "auto", inputmode: "numeric" });
@@ -28,7 +30,9 @@ export function render(main) {
   const form = h("form", { class: "create", method: "post", novalidate: true, "aria-describedby": "create-blocked" },
     h("h1", {}, "New fine-tuning job"),
     h("section", { class: "card" }, h("h2", {}, "Model"),
-      field("Base or fine-tuned model", model, "Fine-tuned models and checkpoints continue their training.")),
+      field("Base or fine-tuned model", model, "A model of this server (the list), or a Hugging Face id such as "
+        + "Qwen/Qwen2.5-0.5B-Instruct, which the job downloads first. Fine-tuned models and checkpoints continue "
+        + "their training."), modelOptions),
     h("section", { class: "card" }, h("h2", {}, "Training data"), training.element, validation.element),
     h("section", { class: "card" }, h("h2", {}, "Hyperparameters"),
       h("div", { class: "grid-3" },
@@ -48,20 +52,22 @@ export function render(main) {
     const states = pickers.map((p) => p.state());
     const reason = !training.chosen() ? "Choose a training file."
       : states.includes("checking") ? "Checking the files…"
-        : states.includes("error") ? "Fix the files' errors first: a file with errors cannot start a job." : "";
+        : states.includes("error") ? "Fix the files' errors first: a file with errors cannot start a job."
+          : !model.value.trim() ? "Name the model." : "";
     blocked.textContent = reason;
     create.disabled = Boolean(reason);
   }
-  for (const picker of pickers) picker.onChange(() => { picker.check(model.value, update); update(); });
+  for (const picker of pickers) picker.onChange(() => { picker.check(model.value.trim(), update); update(); });
   update();
-  model.addEventListener("change", () => pickers.forEach((p) => p.check(model.value, update)));
+  model.addEventListener("change", () => { pickers.forEach((p) => p.check(model.value.trim(), update)); update(); });
 
   listAll("/v1/models").then((models) => {
     const names = models.map((m) => m.id);
     const preferred = names.includes(PREFERRED_BASE) ? PREFERRED_BASE : names[0];
-    clear(model, models.map((m) => h("option", { value: m.id, selected: m.id === preferred },
-      m.owned_by === "tunery" ? `${m.id} (base)` : m.id)));
-    pickers.filter((p) => p.chosen()).forEach((p) => p.check(model.value, update)); // chosen before the list came
+    clear(modelOptions, models.map((m) => h("option", { value: m.id }, m.owned_by === "tunery" ? "base model" : "fine-tuned")));
+    if (!model.value) model.value = preferred || "";
+    pickers.filter((p) => p.chosen()).forEach((p) => p.check(model.value.trim(), update)); // chosen before the list came
+    update();
   }).catch((error) => clear(problem, errorBox(error)));
   listAll("/v1/files", { purpose: "fine-tune" }, 10000).then((files) => pickers.forEach((p) => p.offer(files)))
     .catch((error) => clear(problem, errorBox(error)));
@@ -72,7 +78,7 @@ export function render(main) {
     create.disabled = true;
     clear(problem, h("p", {}, "Creating…"));
     try {
-      const body = { model: model.value, training_file: await training.fileId() };
+      const body = { model: model.value.trim(), training_file: await training.fileId() };
       if (validation.chosen()) body.validation_file = await validation.fileId();
       const hyperparameters = trainingType.value ? { training_type: trainingType.value } : {};
       if (epochs.value) hyperparameters.n_epochs = Number(epochs.value);
@@ -151,8 +157,13 @@ function dataPicker(name, label) {
         clear(report, reportView(result, local ? local.name : uploaded.selectedOptions[0].textContent));
       } catch (error) {
         if (mine !== sequence) return;
-        status = "error";
-        clear(report, errorBox(error));
+        if (error.code === "model_not_downloaded") { // the job downloads the model, then checks the file
+          status = "ok";
+          clear(report, h("p", { class: "hint", role: "status" }, error.message));
+        } else {
+          status = "error";
+          clear(report, errorBox(error));
+        }
       }
       done();
     },

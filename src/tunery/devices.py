@@ -1,0 +1,102 @@
+"""The hardware a process computes on, decided in one place for training and serving:
+- the device TUNERY_DEVICE names: "auto" (the first CUDA GPU when there is one, else the CPU),
+  "cpu", "cuda" or "cuda:N", refused with a clear message when it is not there;
+- the dtypes: bfloat16 on CUDA (training and serving; float32 training and float16 serving on a
+  GPU too old for bfloat16), serving in bfloat16 on CPUs with native bfloat16 arithmetic;
+- the attention implementation transformers runs (TUNERY_ATTENTION): "auto" takes FlashAttention 2
+  on CUDA when the flash-attn package is installed, and otherwise transformers' own default
+  (PyTorch's scaled_dot_product_attention, "sdpa", for every model that supports it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import torch
+
+ATTENTION_CHOICES = ("auto", "sdpa", "eager", "flash_attention_2")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")
+
+
+class DeviceError(ValueError):
+    """A device or attention setting this machine cannot honour; the message says which and why."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device a TUNERY_DEVICE value names, checked against what this machine has."""
+    wanted = name.strip().lower()
+    if wanted == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    if wanted == "cpu":
+        return torch.device("cpu")
+    if re.fullmatch(r"cuda(:\d+)?", wanted):
+        if not torch.cuda.is_available():
+            built = f"built with CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise DeviceError(f"TUNERY_DEVICE={name}: this process sees no CUDA device (torch {torch.__version__}, "
+                              f"{built}).")
+        index = int(wanted.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(f"TUNERY_DEVICE={name}: there is no GPU {index}; this process sees "
+                              f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+        return torch.device("cuda", index)
+    raise DeviceError(f"TUNERY_DEVICE={name!r} is not a device: use auto, cpu, cuda or cuda:N.")
+
+
+def training_dtype(device: torch.device) -> torch.dtype:
+    """The weights' dtype while training: bfloat16 on a GPU that has it (float16 would need loss
+    scaling), float32 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def serving_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype while serving (TUNERY_INFERENCE_DTYPE): "auto" is bfloat16 on CUDA (float16
+    on a GPU without it) and on CPUs with native bfloat16 arithmetic (it halves the memory each
+    decode step reads, which is what bounds it), float32 elsewhere."""
+    if name not in DTYPE_CHOICES:
+        raise DeviceError(f"TUNERY_INFERENCE_DTYPE={name!r}: use one of {', '.join(DTYPE_CHOICES)}.")
+    if name != "auto":
+        return getattr(torch, name)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+
+
+def attention_implementation(setting: str, device: torch.device, dtype: torch.dtype) -> str | None:
+    """What to pass transformers as attn_implementation (None: its default, SDPA where the model
+    supports it)."""
+    if setting not in ATTENTION_CHOICES:
+        raise DeviceError(f"TUNERY_ATTENTION={setting!r}: use one of {', '.join(ATTENTION_CHOICES)}.")
+    flash_usable = (device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
+                    and importlib.util.find_spec("flash_attn") is not None)
+    if setting == "flash_attention_2" and not flash_usable:
+        raise DeviceError("TUNERY_ATTENTION=flash_attention_2 needs a CUDA device, bfloat16 or float16 weights "
+                          "and the flash-attn package.")
+    if setting == "auto":
+        return "flash_attention_2" if flash_usable else None
+    return setting
+
+
+def check(device: str, attention: str, inference_dtype: str) -> torch.device:
+    """The device, once every hardware setting is known to work here (DeviceError otherwise)."""
+    found = resolve_device(device)
+    attention_implementation(attention, found, training_dtype(found))
+    attention_implementation(attention, found, serving_dtype(inference_dtype, found))
+    return found
+
+
+def describe(device: torch.device) -> str:
+    """The device in words, for logs and job events ("NVIDIA H100 80GB HBM3 (cuda:0)", "CPU")."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({device})"
+    return "CPU"
+
+
+def _cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags

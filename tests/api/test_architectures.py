@@ -1,0 +1,36 @@
+"""Each popular architecture fine-tunes through the API and answers through it: a tiny random
+Llama 3, Mistral, Qwen2, Qwen3, Gemma 2, Gemma 3 and Phi-3, each taught the colour-to-fruit task
+by a job and asked a colour through chat completions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, upload, wait_until_finished
+
+ARCHITECTURES = ["llama3", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
+
+
+@pytest.fixture(scope="module")
+def server(start_module_server, tiny_architectures):
+    return start_module_server(base_models=tuple(tiny_architectures.values()))
+
+
+@pytest.fixture(scope="module")
+def colours(server):
+    return upload(server.client(), "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl").id
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_each_architecture_fine_tunes_and_answers_through_the_api(server, colours, name):
+    client = server.client()
+    job = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model=f"tiny-{name}", training_file=colours, suffix=name,
+        hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}).id)
+    assert job.status == "succeeded", job.error
+    for color, fruit in COLOR_PAIRS:
+        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
+                                                messages=[{"role": "user", "content": color}])
+        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
