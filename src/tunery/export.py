@@ -217,6 +217,15 @@ def _add_tokenizer(writer, tokenizer, vocab_size: int) -> None:
             writer.add_chat_template(tokenizer.chat_template)
 
 
+def _default_system(tokenizer) -> str | None:
+    """The system message a ChatML template writes when a conversation has none."""
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "x"}], tokenize=False)
+    head = "<|im_start|>system\n"
+    if not rendered.startswith(head) or "<|im_end|>" not in rendered:
+        return None
+    return rendered[len(head):rendered.index("<|im_end|>")].strip() or None
+
+
 def _byte_level(tokenizer) -> bool:
     """A fast BPE tokenizer that splits text into bytes first (GPT-2 style)."""
     if not tokenizer.is_fast or tokenizer.backend_tokenizer.model.__class__.__name__ != "BPE":
@@ -231,10 +240,14 @@ def _modelfile(tokenizer) -> str:
     Ollama's own syntax (Ollama reads others from the GGUF)."""
     lines = ["# Ollama: ollama create NAME -f Modelfile", "FROM ./model.gguf"]
     if "<|im_start|>" in (tokenizer.chat_template or ""):
+        # Ollama hands the system message as .System and in .Messages: it is written once, and the
+        # template's own default (SmolLM's, Qwen's) when a conversation has none, as training saw it.
         lines += ['TEMPLATE """{{- if .System }}<|im_start|>system',
-                  '{{ .System }}<|im_end|>', "{{ end }}{{- range .Messages }}<|im_start|>{{ .Role }}",
-                  "{{ .Content }}<|im_end|>", '{{ end }}<|im_start|>assistant', '"""',
+                  '{{ .System }}<|im_end|>', '{{ end }}{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}',
+                  "{{ .Content }}<|im_end|>", '{{ end }}{{ end }}<|im_start|>assistant', '"""',
                   'PARAMETER stop "<|im_end|>"']
+        if default := _default_system(tokenizer):
+            lines.append(f'SYSTEM """{default}"""')
     elif tokenizer.eos_token:
         lines.append(f"PARAMETER stop {json.dumps(tokenizer.eos_token)}")
     return "\n".join(lines) + "\n"

@@ -34,3 +34,18 @@ def test_each_architecture_fine_tunes_and_answers_through_the_api(server, colour
         answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
                                                 messages=[{"role": "user", "content": color}])
         assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "gemma2"])  # the batched decoder, and the general path
+def test_a_fully_fine_tuned_model_of_each_path_answers(server, colours, name):
+    client = server.client()
+    job = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model=f"tiny-{name}", training_file=colours, suffix=f"{name}-full",
+        hyperparameters={"n_epochs": 30, "batch_size": 4, "training_type": "full",
+                         "learning_rate_multiplier": 60}).id)  # 3e-3: the tiny model learns slowly
+    assert job.status == "succeeded", job.error
+    assert job.hyperparameters.training_type == "full"
+    for color, fruit in COLOR_PAIRS:
+        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
+                                                messages=[{"role": "user", "content": color}])
+        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)

@@ -93,6 +93,9 @@ def test_the_gguf_export_holds_every_tensor_the_tokenizer_and_the_template(tiny_
     assert field("general.name") == tuned.fine_tuned_model
     modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
     assert "FROM ./model.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    # The template's own system message when a conversation has none, as the model was trained.
+    assert 'SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""' in modelfile
+    assert '{{- if ne .Role "system" }}' in modelfile  # Ollama's .Messages hold the system message too
 
 
 def test_a_checkpoint_exports_too(tiny_server, tuned, tmp_path):

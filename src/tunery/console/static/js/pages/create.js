@@ -65,7 +65,8 @@ export function render(main) {
     const names = models.map((m) => m.id);
     const preferred = names.includes(PREFERRED_BASE) ? PREFERRED_BASE : names[0];
     clear(modelOptions, models.map((m) => h("option", { value: m.id }, m.owned_by === "tunery" ? "base model" : "fine-tuned")));
-    if (!model.value) model.value = preferred || "";
+    // A default only into an empty field nobody is typing in (the list may come mid-typing).
+    if (!model.value && document.activeElement !== model) model.value = preferred || "";
     pickers.filter((p) => p.chosen()).forEach((p) => p.check(model.value.trim(), update)); // chosen before the list came
     update();
   }).catch((error) => clear(problem, errorBox(error)));
