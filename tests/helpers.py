@@ -60,6 +60,14 @@ def wait_until_finished(client: OpenAI, job_id: str, timeout: float = 120):
     return job
 
 
+def assert_answers_colours(client: OpenAI, model: str) -> None:
+    """The model, fine-tuned on the colour task, answers each colour with its fruit (greedy)."""
+    for color, fruit in COLOR_PAIRS:
+        answer = client.chat.completions.create(model=model, temperature=0, max_tokens=3,
+                                                messages=[{"role": "user", "content": color}])
+        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
+
+
 def cancel_active_jobs(client: OpenAI) -> None:
     """Cancel every job of the client's organization that is not finished yet."""
     for status in ("validating_files", "queued", "running", "paused"):

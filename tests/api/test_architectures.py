@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, assert_answers_colours, upload, wait_until_finished
 
 ARCHITECTURES = ["llama3", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 
@@ -30,10 +30,7 @@ def test_each_architecture_fine_tunes_and_answers_through_the_api(server, colour
         model=f"tiny-{name}", training_file=colours, suffix=name,
         hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}).id)
     assert job.status == "succeeded", job.error
-    for color, fruit in COLOR_PAIRS:
-        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
-                                                messages=[{"role": "user", "content": color}])
-        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
+    assert_answers_colours(client, job.fine_tuned_model)
 
 
 @pytest.mark.parametrize("name", ["qwen3", "gemma2"])  # the batched decoder, and the general path
@@ -45,7 +42,4 @@ def test_a_fully_fine_tuned_model_of_each_path_answers(server, colours, name):
                          "learning_rate_multiplier": 60}).id)  # 3e-3: the tiny model learns slowly
     assert job.status == "succeeded", job.error
     assert job.hyperparameters.training_type == "full"
-    for color, fruit in COLOR_PAIRS:
-        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
-                                                messages=[{"role": "user", "content": color}])
-        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
+    assert_answers_colours(client, job.fine_tuned_model)

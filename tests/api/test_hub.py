@@ -12,7 +12,8 @@ import subprocess
 import openai
 import pytest
 
-from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, free_port, upload, wait_until_finished, write_hub_model
+from tests.helpers import (COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, assert_answers_colours, free_port, upload, wait_until_finished,
+                           write_hub_model)
 
 HUB_ID = "tunery-test/tiny-qwen3"
 ALIASES = f"gpt-4o-mini-2024-07-18={HUB_ID},gpt-3.5-turbo-0613=tiny-llama,gpt-4o-2024-08-06=tunery-test/absent"
@@ -58,10 +59,7 @@ def test_an_alias_trains_and_serves_as_its_target_and_names_the_model(hub_server
         hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}).id)
     assert job.status == "succeeded", job.error
     assert job.model == "gpt-4o-mini-2024-07-18" and job.fine_tuned_model.startswith("ft:gpt-4o-mini-2024-07-18:default:alias:")
-    for color, fruit in COLOR_PAIRS:
-        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
-                                                messages=[{"role": "user", "content": color}])
-        assert answer.choices[0].message.content.startswith(fruit)
+    assert_answers_colours(client, job.fine_tuned_model)
     # The alias answers as its target does.
     ask = dict(temperature=0, max_tokens=5, messages=[{"role": "user", "content": "Say hello"}])
     assert (client.chat.completions.create(model="gpt-4o-mini-2024-07-18", **ask).choices[0].message.content

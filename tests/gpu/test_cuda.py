@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, TINY_MODEL, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, upload, wait_until_finished
 from tunery.devices import attention_implementation, describe, resolve_device, serving_dtype, training_dtype
 
 pytestmark = [pytest.mark.gpu,
@@ -77,8 +77,5 @@ def test_a_job_trains_and_answers_on_the_gpu_through_the_api(start_server, tiny_
         model=TINY_MODEL, training_file=training.id,
         hyperparameters={"n_epochs": 15, "batch_size": 4, "learning_rate_multiplier": 10}).id)
     assert job.status == "succeeded", job.error
-    for color, fruit in COLOR_PAIRS:
-        answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
-                                                messages=[{"role": "user", "content": color}])
-        assert answer.choices[0].message.content.startswith(fruit), (color, answer.choices[0].message.content)
+    assert_answers_colours(client, job.fine_tuned_model)
     assert "computing on" in server.output()
