@@ -9,7 +9,8 @@ one run:
 - time to first token of the engine;
 - the aggregate tokens/s of 8 concurrent streams over a single stream.
 
-The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY`.
+The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY single_vs_llamacpp=Z.ZZ`
+(the last when llama-cpp-python is installed: `pip install -e '.[bench]'`).
 Run: python bench/inference.py [--model NAME|FOLDER|HUB_ID] [--tokens N] [--repeats R]"""
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def main() -> None:
     path = "batched decoder" if supports(json.loads((folder / "config.json").read_text())) else "general path"
 
     print(f"model {args.model} ({path}), {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
-          f"engine dtype {str(engine.dtype).removeprefix('torch.')}")
+          f"engine dtype {str(engine.dtype).removeprefix('torch.')} (weights {str(engine.weights_dtype).removeprefix('torch.')})")
     print(f"{'decode tokens/s, one stream':<44}{'':>10}")
     print(f"  {'tunery engine':<42}{single:>10.1f}")
     print(f"  {'transformers generate(), float32':<42}{plain:>10.1f}")
@@ -131,7 +132,8 @@ def main() -> None:
     print(f"{'time to first token, s':<44}{first_token:>10.3f}")
     print(f"{'8 concurrent streams, aggregate tokens/s':<44}{concurrent:>10.1f}")
     print(f"same-dtype ratio engine_vs_generate_{str(engine.dtype).removeprefix('torch.')}={single / same_dtype:.2f}")
-    print(f"ratio single_vs_generate={single / plain:.2f} concurrent8_vs_single={concurrent / single:.2f}")
+    ratios = f"ratio single_vs_generate={single / plain:.2f} concurrent8_vs_single={concurrent / single:.2f}"
+    print(ratios + (f" single_vs_llamacpp={single / llama_cpp:.2f}" if llama_cpp else ""))
     engine.close()
 
 

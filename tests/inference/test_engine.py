@@ -45,6 +45,46 @@ def weights(base: Path, adapter: Path | None = None) -> Weights:
     return Weights("lora", base, adapter) if adapter else Weights("base", base)
 
 
+@pytest.mark.parametrize("keep_wide", [True, False])
+def test_bfloat16_weights_computed_in_float32_give_the_logits_of_the_rounded_model(tiny_model_dir, monkeypatch,
+                                                                                    keep_wide):
+    """The CPU default without native bfloat16: weights kept in bfloat16, arithmetic in float32.
+    Many rows (a prompt, five streams) are multiplied in float32 (by a float32 copy, or by the
+    bfloat16 matrix widened when the model is too large for a copy): the logits of the model with
+    bfloat16-rounded weights, to float32 precision. Up to NARROW_ROWS rows are multiplied in
+    bfloat16: close to them, the same likeliest token."""
+    import tunery.inference.decoder as decoder_module
+
+    if not keep_wide:
+        monkeypatch.setattr(decoder_module, "WIDE_COPY_MAX_BYTES", 0)
+    decoder = Decoder(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"), weights_dtype=torch.bfloat16)
+    assert (decoder.lm_head.wide is not None) == keep_wide and decoder.lm_head.narrow.dtype == torch.bfloat16
+    rounded = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    for parameter in rounded.parameters():
+        if parameter.dim() == 2:  # the matrices; norms stay float32 in the decoder too
+            parameter.data = parameter.data.bfloat16().float()
+    ids = list(range(5, 25))
+    with torch.inference_mode():
+        expected = rounded(torch.tensor([ids])).logits[0]
+        assert torch.allclose(decoder.prefill(0, ids, None, all_logits=True), expected, atol=1e-4)
+        following = rounded(torch.tensor([ids + [7]])).logits[0, -1]
+        many = decoder_module.NARROW_ROWS + 1
+        for slot in range(1, many):
+            decoder.prefill(slot, ids, None)
+        wide_step = decoder.decode([7] * many, [20] * many, [(None, list(range(many)))])
+        assert torch.allclose(wide_step, following.expand(many, -1), atol=1e-4)
+        narrow_step = decoder.decode([7], [20], [(None, [0])])[0]
+    assert (narrow_step - following).abs().max() < 0.02 * following.abs().max()
+    assert narrow_step.argmax() == following.argmax()
+
+
+def test_the_engine_keeps_bfloat16_weights_on_a_cpu_by_default():
+    engine = Engine(device="cpu")
+    assert engine.weights_dtype == torch.bfloat16
+    assert Engine(device="cpu", dtype="float32").weights_dtype == torch.float32  # what was asked for
+    engine.close()
+
+
 def test_the_decoder_gives_the_logits_of_transformers_and_peft(tiny_model_dir, adapters):
     decoder = Decoder(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()

@@ -22,6 +22,8 @@ from tunery.inference.types import UnsupportedModel
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need
+NARROW_ROWS = 4  # rows a bfloat16 matrix multiplies itself on a CPU without native bfloat16 (measured on AVX2)
+WIDE_COPY_MAX_BYTES = 2 << 30  # below this, a float32 copy of the weights is kept beside the bfloat16 one
 VARYING_ROPE = ("dynamic", "longrope")  # RoPE whose frequencies change with the length: not precomputed here
 
 
@@ -45,15 +47,52 @@ def serving_context(config: dict) -> int:
     return context
 
 
+class _Matrix:
+    """A weight matrix, kept in the dtypes it is multiplied in. On a CPU without native bfloat16
+    a decode step of one stream reads every weight once and is bound by memory: half the bytes
+    (bfloat16) nearly double its speed; but bfloat16 arithmetic there costs more with every row,
+    so more rows (several streams, a prompt) are multiplied by a float32 copy when the model is
+    small enough to keep both (WIDE_COPY_MAX_BYTES), or by widening the bfloat16 one."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype, weights_dtype: torch.dtype, device: torch.device,
+                 keep_wide: bool):
+        self.narrow = weight.detach().to(weights_dtype).to(device).contiguous()
+        self.wide = None
+        if weights_dtype != dtype and keep_wide:
+            self.wide = self.narrow.to(dtype)  # the same (rounded) weights, whichever path multiplies
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.narrow.shape
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.narrow, self.wide) if t is not None)
+
+    def rows(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """An embedding lookup."""
+        return (self.wide if self.wide is not None else self.narrow)[ids].to(dtype)
+
+    def __call__(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """x @ weight.T (+ bias), in x's dtype."""
+        weight = self.narrow
+        if weight.dtype != x.dtype:
+            if x.numel() // x.shape[-1] <= NARROW_ROWS:
+                out = F.linear(x.to(weight.dtype), weight).to(x.dtype)
+                return out if bias is None else out + bias
+            weight = self.wide if self.wide is not None else weight.to(x.dtype)
+        return F.linear(x, weight, bias)
+
+
 @dataclass
 class _Layer:
     ln1: torch.Tensor
     ln2: torch.Tensor
-    qkv: torch.Tensor  # [q + k + v outputs, hidden]
+    qkv: _Matrix  # [q + k + v outputs, hidden]
     qkv_bias: torch.Tensor | None
-    o: torch.Tensor
-    gate_up: torch.Tensor  # [2 * intermediate, hidden]
-    down: torch.Tensor
+    o: _Matrix
+    gate_up: _Matrix  # [2 * intermediate, hidden]
+    down: _Matrix
     q_norm: torch.Tensor | None = None  # Qwen3: RMSNorm of each head's query and key before RoPE
     k_norm: torch.Tensor | None = None
 
@@ -108,7 +147,9 @@ class Adapter:
 
 
 class Decoder:
-    def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device):
+    def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device, weights_dtype: torch.dtype | None = None):
+        """dtype: what it computes in (activations, KV cache, adapters); weights_dtype: what its
+        weight matrices are kept in (the same by default; bfloat16 under float32: see _Matrix)."""
         from transformers import AutoModelForCausalLM
 
         config = json.loads((folder / "config.json").read_text())
@@ -123,8 +164,16 @@ class Decoder:
         self.eps = cfg.rms_norm_eps
         self.context = serving_context(config)
 
-        def prepared(t: torch.Tensor) -> torch.Tensor:
+        self.weights_dtype = weights_dtype or dtype
+
+        def prepared(t: torch.Tensor) -> torch.Tensor:  # norms and biases: small, in the compute dtype
             return t.detach().to(dtype).to(device).contiguous()
+
+        wide_bytes = sum(p.numel() for p in model.parameters()) * torch.finfo(dtype).bits // 8
+        keep_wide = wide_bytes <= WIDE_COPY_MAX_BYTES
+
+        def matrix(t: torch.Tensor) -> _Matrix:
+            return _Matrix(t, dtype, self.weights_dtype, device, keep_wide)
 
         self.layers = []
         for layer in model.model.layers:
@@ -132,26 +181,26 @@ class Decoder:
             biases = [p.bias for p in (attn.q_proj, attn.k_proj, attn.v_proj)]
             self.layers.append(_Layer(
                 ln1=prepared(layer.input_layernorm.weight), ln2=prepared(layer.post_attention_layernorm.weight),
-                qkv=prepared(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
+                qkv=matrix(torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])),
                 qkv_bias=prepared(torch.cat(biases)) if all(b is not None for b in biases) else None,
-                o=prepared(attn.o_proj.weight),
-                gate_up=prepared(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])), down=prepared(mlp.down_proj.weight),
+                o=matrix(attn.o_proj.weight),
+                gate_up=matrix(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])), down=matrix(mlp.down_proj.weight),
                 q_norm=prepared(attn.q_norm.weight) if hasattr(attn, "q_norm") else None,
                 k_norm=prepared(attn.k_norm.weight) if hasattr(attn, "k_norm") else None))
         first = model.model.layers[0]
         self.out_features = {name: getattr(module, name).out_features for module in (first.self_attn, first.mlp)
                              for name in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
                              if hasattr(module, name)}
-        self.embed = prepared(model.model.embed_tokens.weight)
+        self.embed = matrix(model.model.embed_tokens.weight)
         self.norm = prepared(model.model.norm.weight)
-        self.lm_head = self.embed if cfg.tie_word_embeddings else prepared(model.lm_head.weight)
+        self.lm_head = self.embed if cfg.tie_word_embeddings else matrix(model.lm_head.weight)
         rotary = model.model.rotary_emb  # its inv_freq carries the model's RoPE scaling, whatever its kind
         self.inv_freq = rotary.inv_freq.float().to(device)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         self.vocab = self.lm_head.shape[0]
         matrices = [p for layer in self.layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         matrices += [self.embed] if self.lm_head is self.embed else [self.embed, self.lm_head]
-        self.weight_bytes = sum(p.numel() * p.element_size() for p in matrices)
+        self.weight_bytes = sum(m.bytes for m in matrices)
         del model
         self.slots, self.capacity = 0, 0
         self._grow(INITIAL_SLOTS, INITIAL_CAPACITY)
@@ -215,12 +264,12 @@ class Decoder:
         return self._logits(hidden[:, -1])
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.rms_norm(hidden, (self.hidden,), self.norm, self.eps), self.lm_head).float()
+        return self.lm_head(F.rms_norm(hidden, (self.hidden,), self.norm, self.eps)).float()
 
     def _layers(self, ids, positions, slots, adapters, *, prefill: bool) -> torch.Tensor:
         batch, length = ids.shape
         heads, kv, dim = self.heads, self.kv_heads, self.head_dim
-        x = self.embed[ids]
+        x = self.embed.rows(ids, self.dtype)
         cos, sin = self.cos[positions][:, None], self.sin[positions][:, None]  # [batch, 1, length, dim]
         if prefill:
             span = slice(0, length)
@@ -257,8 +306,8 @@ class Decoder:
         return x
 
     @staticmethod
-    def _linear(x, weight, lora, group: str, bias=None) -> torch.Tensor:
-        out = F.linear(x, weight, bias)
+    def _linear(x, weight: _Matrix, lora, group: str, bias=None) -> torch.Tensor:
+        out = weight(x, bias)
         for layer, rows in lora:
             pair = layer[group] if layer is not None else None
             if pair is None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from tunery.devices import attention_implementation, resolve_device, serving_dtype
+from tunery.devices import attention_implementation, resolve_device, serving_dtype, weights_dtype
 from tunery.inference.decoder import Adapter, Decoder, serving_context, supports
 from tunery.inference.generic import GenericAdapter, GenericDecoder, runs
 from tunery.inference.types import (
@@ -75,6 +75,7 @@ class Engine:
     def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30, attention: str = "auto"):
         self.device = resolve_device(device)
         self.dtype = serving_dtype(dtype, self.device)
+        self.weights_dtype = weights_dtype(dtype, self.device, self.dtype)  # the batched decoder's matrices
         self.attention = attention_implementation(attention, self.device, self.dtype)
         self.cache_bytes = cache_bytes
         self._bases: dict[Path, _Model] = {}
@@ -328,7 +329,8 @@ class Engine:
         return model
 
     def _new_decoder(self, folder: Path) -> Decoder | GenericDecoder:
-        return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention)
+        return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention,
+                           weights_dtype=self.weights_dtype)
 
     def _evict(self) -> None:
         """Least recently used models go, never one in use, until the cache fits its budget."""
@@ -350,13 +352,13 @@ class Engine:
         return list(self._cached)
 
 
-def new_decoder(folder: Path, *, dtype: torch.dtype, device: torch.device,
-                attention: str | None = None) -> Decoder | GenericDecoder:
+def new_decoder(folder: Path, *, dtype: torch.dtype, device: torch.device, attention: str | None = None,
+                weights_dtype: torch.dtype | None = None) -> Decoder | GenericDecoder:
     """The compact batched decoder for the architectures it runs (its own attention), transformers
     for any other (with the attention implementation devices.attention_implementation chose)."""
     config = json.loads((folder / "config.json").read_text())
     if supports(config):
-        return Decoder(folder, dtype=dtype, device=device)
+        return Decoder(folder, dtype=dtype, device=device, weights_dtype=weights_dtype)
     return GenericDecoder(folder, dtype=dtype, device=device, attention=attention)
 
 
