@@ -64,9 +64,11 @@ def test_logprobs_and_top_logprobs(client):
 
 
 def test_penalties_change_what_greedy_decoding_repeats(client):
-    plain = chat(client, temperature=0, max_tokens=30).choices[0].message.content
-    penalised = chat(client, temperature=0, max_tokens=30, frequency_penalty=2.0, presence_penalty=2.0)
-    assert penalised.choices[0].message.content != plain
+    plain = chat(client, temperature=0, max_tokens=120, logprobs=True).choices[0]
+    tokens = [t.token for t in plain.logprobs.content]
+    assert len(set(tokens)) < len(tokens)  # greedy decoding repeats itself: there is something to penalise
+    penalised = chat(client, temperature=0, max_tokens=120, frequency_penalty=2.0, presence_penalty=2.0)
+    assert penalised.choices[0].message.content != plain.message.content
 
 
 def test_a_conversation_with_tool_calls_and_results_is_answered(client):
