@@ -6,8 +6,9 @@ one run:
   model loaded as `from_pretrained` gives it, float32 on a CPU), and against `generate()` with the
   engine's own dtype, and llama.cpp's (llama-cpp-python, on the embedded model's GGUF) when it is
   installed;
-- time to first token of the engine;
-- the aggregate tokens/s of 8 concurrent streams over a single stream.
+- time to first token of the engine, and of a fine-tuned model (a LoRA adapter) never served before;
+- the aggregate tokens/s of 8 concurrent streams over a single stream;
+- `tunery serve`'s time from start to its first answer (the model already converted).
 
 The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY single_vs_llamacpp=Z.ZZ`
 (the last when llama-cpp-python is installed: `pip install -e '.[bench]'`).
@@ -83,6 +84,42 @@ def generate_speed(folder, prompt: list[int], tokens: int, dtype: torch.dtype, p
         return (tokens - 1) / (run(tokens) - run(1))
 
 
+def first_token_of_a_new_adapter(engine: Engine, folder: Path, prompt: list[int]) -> float:
+    """Seconds to the first token of a LoRA adapter the engine has never loaded (r=16 on every
+    linear layer, as jobs train them; random non-zero weights)."""
+    import tempfile
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as adapter:
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder),
+                               LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", init_lora_weights=False))
+        model.save_pretrained(adapter)
+        started = time.perf_counter()
+        for event in engine.submit(Weights("lora", folder, Path(adapter)), [prompt], SamplingParams(max_tokens=2, temperature=0)):
+            if isinstance(event, Delta):
+                return time.perf_counter() - started
+    raise RuntimeError("the adapter gave no token")
+
+
+def serve_to_first_answer(model: str) -> float:
+    """Seconds from starting `tunery serve` (its data directory holding the converted model) to
+    its first chat answer."""
+    import tempfile
+
+    from server import serve
+
+    with tempfile.TemporaryDirectory() as root:
+        data = Path(root) / "data"
+        with serve(data) as client:  # the first start converts the embedded model: not timed
+            client.chat.completions.create(model=model, messages=PROMPT, max_tokens=1)
+        started = time.perf_counter()
+        with serve(data) as client:
+            client.chat.completions.create(model=model, messages=PROMPT, max_tokens=1)
+            return time.perf_counter() - started
+
+
 def llama_cpp_speed(prompt: list[int], tokens: int) -> float | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return None
@@ -119,6 +156,8 @@ def main() -> None:
     plain = max(generate_speed(folder, prompt, args.tokens, torch.float32, pad) for _ in range(args.repeats))
     same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype, pad) for _ in range(args.repeats))
     llama_cpp = llama_cpp_speed(prompt, args.tokens) if args.model == EMBEDDED_MODEL else None
+    adapter_first_token = first_token_of_a_new_adapter(engine, folder, prompt)
+    startup = serve_to_first_answer(args.model) if not Path(args.model).is_dir() else None
     path = "batched decoder" if supports(json.loads((folder / "config.json").read_text())) else "general path"
 
     print(f"model {args.model} ({path}), {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
@@ -130,6 +169,9 @@ def main() -> None:
     if llama_cpp is not None:
         print(f"  {'llama.cpp (reference)':<42}{llama_cpp:>10.1f}")
     print(f"{'time to first token, s':<44}{first_token:>10.3f}")
+    print(f"{'  of a fine-tuned model never served, s':<44}{adapter_first_token:>10.3f}")
+    if startup is not None:
+        print(f"{'tunery serve, start to first answer, s':<44}{startup:>10.1f}")
     print(f"{'8 concurrent streams, aggregate tokens/s':<44}{concurrent:>10.1f}")
     print(f"same-dtype ratio engine_vs_generate_{str(engine.dtype).removeprefix('torch.')}={single / same_dtype:.2f}")
     ratios = f"ratio single_vs_generate={single / plain:.2f} concurrent8_vs_single={concurrent / single:.2f}"

@@ -3,17 +3,18 @@ embedded SmolLM2-135M-Instruct unless --model names another), data (orders_train
 once by tunery: the same token ids and the same loss masks), LoRA configuration, epochs and batch
 size, on this machine.
 
-    python bench/train_throughput.py [--model NAME|FOLDER|HUB_ID] [--epochs N] [--batch-size N] [--repeats N]
+    python bench/train_throughput.py [--model NAME|FOLDER|HUB_ID] [--epochs N] [--batch-size N ...] [--repeats N]
 
 --model takes a local Hugging Face folder, a base model name of the data directory, or a hub id
 ("Qwen/Qwen2.5-0.5B-Instruct", from the Hugging Face cache or downloaded into it).
 
 Each side runs in its own process (so their memory is measured apart), the two sides taking
 turns, and each side's fastest run counts: this machine's speed varies by 20% from run to run
-with nothing else running, and the fastest run is the one least disturbed. The last line reads
-`ratio tunery_vs_trl=X.XX peak_rss_mb=N`: trained tokens per second (tokens that carry loss)
-of tunery over TRL's, and tunery's peak resident memory. TRL is a benchmark-only dependency:
-`pip install trl`.
+with nothing else running, and the fastest run is the one least disturbed. Both sides are
+compared at the batch size "auto" gives a user for this data set and at batch 8. The last line
+reads `ratio tunery_vs_trl_batch1=X.XX tunery_vs_trl_batch8=Y.YY peak_rss_mb=N`: trained tokens
+per second (tokens that carry loss) of tunery over TRL's at each batch size, and tunery's peak
+resident memory. TRL is a benchmark-only dependency: `pip install -e '.[bench]'`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "examples" / "data" / "orders_train.jsonl"
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.0, "target_modules": "all-linear"}  # as tunery's recipe
 LEARNING_RATE = 1e-3
+WIDE_BATCH = 8  # compared besides the batch size a user gets
 
 
 def model_folder(model: str) -> str:
@@ -107,38 +109,46 @@ def worker(side: str, model: str, epochs: int, batch_size: int) -> None:
     print(json.dumps(result))
 
 
+def compare(model: str, epochs: int, batch_size: int, repeats: int) -> tuple[float, int]:
+    """Both sides at one batch size: (tunery's trained tokens/s over TRL's, tunery's peak RSS MB)."""
+    runs: dict[str, list[dict]] = {"trl": [], "tunery": []}
+    for _ in range(repeats):
+        for side in runs:
+            out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", model, "--epochs", str(epochs),
+                                  "--batch-size", str(batch_size)], check=True, capture_output=True, text=True)
+            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results = {side: min(found, key=lambda r: r["seconds"]) for side, found in runs.items()}
+    print(f"batch size {batch_size}, epochs {epochs}, {DATA.name}, {model}, LoRA r={LORA['r']} on all linear layers")
+    for side, r in results.items():
+        times = ", ".join(f"{run['seconds']:.1f}" for run in runs[side])
+        print(f"  {side:>6}: {r['trained_tokens'] / r['seconds']:8.1f} trained tokens/s ({r['trained_tokens']} in "
+              f"{r['seconds']:.1f} s; runs {times} s), mean training loss {r['mean_loss']:.3f}, "
+              f"peak RSS {max(run['peak_rss_mb'] for run in runs[side])} MB")
+    ratio = (results["tunery"]["trained_tokens"] / results["tunery"]["seconds"]) / \
+            (results["trl"]["trained_tokens"] / results["trl"]["seconds"])
+    return ratio, max(run["peak_rss_mb"] for run in runs["tunery"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="a folder, a base model name or a hub id")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: tunery's auto batch size")
+    parser.add_argument("--batch-size", type=int, action="append", default=None,
+                        help=f"batch sizes to compare at (repeatable); default: tunery's auto batch size and {WIDE_BATCH}")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each side; the fastest counts")
     parser.add_argument("--worker", choices=["tunery", "trl"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.model, args.epochs, args.batch_size[0])
+        return
     if args.batch_size is None:
         from tunery.training.hyperparameters import default_batch_size
 
-        args.batch_size = default_batch_size(sum(1 for _ in DATA.open()))
-    if args.worker:
-        worker(args.worker, args.model, args.epochs, args.batch_size)
-        return
+        args.batch_size = sorted({default_batch_size(sum(1 for _ in DATA.open())), WIDE_BATCH})
     model_folder(args.model)  # convert or download the model once, outside the timed runs
-    runs: dict[str, list[dict]] = {"trl": [], "tunery": []}
-    for _ in range(args.repeats):
-        for side in runs:
-            out = subprocess.run([sys.executable, __file__, "--worker", side, "--model", args.model, "--epochs", str(args.epochs),
-                                  "--batch-size", str(args.batch_size)], check=True, capture_output=True, text=True)
-            runs[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    results = {side: min(found, key=lambda r: r["seconds"]) for side, found in runs.items()}
-    for side, r in results.items():
-        times = ", ".join(f"{run['seconds']:.1f}" for run in runs[side])
-        print(f"{side:>6}: {r['trained_tokens'] / r['seconds']:8.1f} trained tokens/s ({r['trained_tokens']} in "
-              f"{r['seconds']:.1f} s; runs {times} s), mean training loss {r['mean_loss']:.3f}, "
-              f"peak RSS {max(run['peak_rss_mb'] for run in runs[side])} MB")
-    print(f"batch size {args.batch_size}, epochs {args.epochs}, {DATA.name}, {args.model}, LoRA r={LORA['r']} on all linear layers")
-    ratio = (results["tunery"]["trained_tokens"] / results["tunery"]["seconds"]) / \
-            (results["trl"]["trained_tokens"] / results["trl"]["seconds"])
-    print(f"ratio tunery_vs_trl={ratio:.2f} peak_rss_mb={max(run['peak_rss_mb'] for run in runs['tunery'])}")
+    ratios = {size: compare(args.model, args.epochs, size, args.repeats) for size in args.batch_size}
+    print("ratio " + " ".join(f"tunery_vs_trl_batch{size}={ratio:.2f}" for size, (ratio, _) in ratios.items())
+          + f" peak_rss_mb={max(rss for _, rss in ratios.values())}")
 
 
 if __name__ == "__main__":
