@@ -19,6 +19,14 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
+def tiny_server(start_module_server, tiny_model_dir):
+    """The tiny model served in float32, so that an export compares with plain transformers token
+    for token (by default a CPU without native bfloat16 serves bfloat16 weights, whose rounding
+    tests/inference/test_engine.py checks)."""
+    return start_module_server(base_models=(tiny_model_dir,), env={"TUNERY_INFERENCE_DTYPE": "float32"})
+
+
+@pytest.fixture(scope="module")
 def tuned(tiny_server):
     """The colour task, fine-tuned (LoRA) on the tiny model."""
     client = tiny_server.client()
