@@ -332,4 +332,5 @@ def test_a_hub_model_not_here_yet_is_named_by_id_and_its_job_says_why_it_failed(
     page.wait_for_url("**/#/jobs/ftjob-*")
     page.locator(".title-row .badge", has_text="failed").wait_for(timeout=60_000)
     page.get_by_text("'tunery-test/not-here-yet' could not be downloaded from the Hugging Face hub").first.wait_for()
+    assert not page.locator("section.charts").is_visible()  # it never trained: no empty charts
     page.screenshot(path=str(SCREENSHOTS / "job-hub-download-failed.png"), full_page=True)

@@ -27,8 +27,8 @@ export function render(main, params) {
   };
   const loss = metricsChart("Loss", LOSS);
   const accuracy = metricsChart("Token accuracy", ACCURACY);
-  main.append(parts.header, parts.problem, parts.actions, parts.progress,
-    h("section", { class: "charts", "aria-label": "Metrics" }, loss.element, accuracy.element),
+  const charts = h("section", { class: "charts", "aria-label": "Metrics" }, loss.element, accuracy.element);
+  main.append(parts.header, parts.problem, parts.actions, parts.progress, charts,
     parts.details,
     h("section", {}, h("h2", {}, "Checkpoints"), parts.checkpoints),
     h("section", {}, h("h2", {}, "Events"), parts.events));
@@ -77,6 +77,7 @@ export function render(main, params) {
         showJob(job);
       }
       showProgress(job, metrics[0]);
+      charts.hidden = FINISHED.has(job.status) && !metrics.length; // a job that ended before training: no empty frames
       if (ordered.length !== eventsShown) {
         eventsShown = ordered.length;
         loss.update(metrics);
