@@ -43,6 +43,7 @@ class Catalog:
         self.blobs = blobs
         self.aliases = dict(aliases or {})
         self._tokenizers: dict[str, object] = {}
+        self._hub_folders: dict[str, Path] = {}  # hub snapshots found whole: not checked again per request
 
     @classmethod
     def from_settings(cls, settings) -> Catalog:
@@ -115,11 +116,20 @@ class Catalog:
         return hub.download(target, progress, every)
 
     def _folder(self, name: str) -> Path | None:
-        """A folder already holding the model: a local one, or a cached hub snapshot."""
+        """A folder already holding the model: a local one, or a cached hub snapshot (the one
+        first found whole, for as long as it stays: a model's base does not change under a
+        running server when a newer snapshot arrives)."""
         folder = self.blobs.base_model_dir(name) if "/" not in name else None
         if folder is not None and (folder / "config.json").exists():
             return folder
-        return hub.cached_folder(name) if hub.is_hub_id(name) else None
+        if not hub.is_hub_id(name):
+            return None
+        known = self._hub_folders.get(name)
+        if known is not None and (known / "config.json").exists():
+            return known
+        if (found := hub.cached_folder(name)) is not None:
+            self._hub_folders[name] = found
+        return found
 
     # what a model is ---------------------------------------------------------------------------
     def tokenizer(self, name: str):
