@@ -43,7 +43,7 @@ def test_a_cached_hub_model_fine_tunes_and_answers(hub_server, colours):
     client = hub_server.client()
     job = wait_until_finished(client, client.fine_tuning.jobs.create(
         model=HUB_ID, training_file=colours, hyperparameters={"n_epochs": 30, "batch_size": 4,
-                                                               "learning_rate_multiplier": 10}).id)
+                                                               "learning_rate_multiplier": 10}, seed=0).id)
     assert job.status == "succeeded", job.error
     assert job.fine_tuned_model.startswith(f"ft:{HUB_ID}:default::")
     answer = client.chat.completions.create(model=job.fine_tuned_model, temperature=0, max_tokens=3,
@@ -56,7 +56,7 @@ def test_an_alias_trains_and_serves_as_its_target_and_names_the_model(hub_server
     client = hub_server.client()
     job = wait_until_finished(client, client.fine_tuning.jobs.create(
         model="gpt-4o-mini-2024-07-18", training_file=colours, suffix="alias",
-        hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}).id)
+        hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}, seed=0).id)
     assert job.status == "succeeded", job.error
     assert job.model == "gpt-4o-mini-2024-07-18" and job.fine_tuned_model.startswith("ft:gpt-4o-mini-2024-07-18:default:alias:")
     assert_answers_colours(client, job.fine_tuned_model)
