@@ -2,22 +2,22 @@
 Hugging Face folder, a base model name of the data directory or a hub id), every figure from this
 one run:
 
-- single-stream decode tokens/s of tunery's engine against plain transformers `generate()` (the
-  model loaded as `from_pretrained` gives it, float32 on a CPU), and against `generate()` with the
-  engine's own dtype, and llama.cpp's (llama-cpp-python, on the embedded model's GGUF) when it is
-  installed;
+- single-stream decode tokens/s of tunery's engine (on a CPU: llama.cpp's kernels when
+  llama-cpp-python is installed, --backend torch for tunery's own decoder) against plain
+  transformers `generate()` (the model loaded as `from_pretrained` gives it, float32 on a CPU; and
+  in the engine's dtype when that differs), and llama.cpp's reference (llama-cpp-python's
+  `Llama.generate`, greedy, on the embedded model's own Q4_1 GGUF);
 - time to first token of the engine, and of a fine-tuned model (a LoRA adapter) never served before;
 - the aggregate tokens/s of 8 concurrent streams over a single stream;
 - `tunery serve`'s time from start to its first answer (the model already converted).
 
 The last line reads `ratio single_vs_generate=X.XX concurrent8_vs_single=Y.YY single_vs_llamacpp=Z.ZZ`
-(the last when llama-cpp-python is installed: `pip install -e '.[bench]'`).
-Run: python bench/inference.py [--model NAME|FOLDER|HUB_ID] [--tokens N] [--repeats R]"""
+(the last when llama-cpp-python is installed: make installs it).
+Run: python bench/inference.py [--model NAME|FOLDER|HUB_ID] [--tokens N] [--repeats R] [--backend B] [--gguf-type T]"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import importlib.util
 import threading
 import time
@@ -29,8 +29,9 @@ from tunery.catalog import EMBEDDED_MODEL, Catalog, _embedded_gguf
 from tunery.cli.common import quiet_libraries
 from tunery.config import Settings
 from tunery.data.render import render_generation_prompt
-from tunery.inference.decoder import supports
-from tunery.inference.engine import Engine
+from tunery.inference.engine import CPU_BACKENDS, Engine
+from tunery.inference.llamacpp import GGUF_TYPES
+from tunery.storage.blobs import BlobStore
 from tunery.inference.types import Delta, SamplingParams
 from tunery.weights import Weights
 
@@ -140,11 +141,14 @@ def main() -> None:
     parser.add_argument("--model", default=EMBEDDED_MODEL, help="a folder, a base model name or a hub id")
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--backend", default="auto", choices=CPU_BACKENDS, help="what decodes on a CPU (TUNERY_CPU_BACKEND)")
+    parser.add_argument("--gguf-type", default="auto", choices=GGUF_TYPES, help="llama.cpp's weights (TUNERY_GGUF_TYPE)")
     args = parser.parse_args()
     quiet_libraries()
-    folder = Path(args.model).resolve() if Path(args.model).is_dir() else Catalog.from_settings(Settings()).fetch(args.model)
+    settings = Settings()
+    folder = Path(args.model).resolve() if Path(args.model).is_dir() else Catalog.from_settings(settings).fetch(args.model)
     weights = Weights("base", folder)
-    engine = Engine()
+    engine = Engine(cpu_backend=args.backend, gguf_type=args.gguf_type, gguf_dir=BlobStore(settings.data_dir).gguf_dir())
     tokenizer = engine.tokenizer(weights)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompt = render_generation_prompt(tokenizer, PROMPT)
@@ -154,18 +158,18 @@ def main() -> None:
     single, first_token = max(s[0] for s in singles), min(s[1] for s in singles)
     concurrent = max(engine_concurrent(engine, weights, prompt, args.tokens, 8) for _ in range(args.repeats))
     plain = max(generate_speed(folder, prompt, args.tokens, torch.float32, pad) for _ in range(args.repeats))
-    same_dtype = max(generate_speed(folder, prompt, args.tokens, engine.dtype, pad) for _ in range(args.repeats))
+    same_dtype = (max(generate_speed(folder, prompt, args.tokens, engine.dtype, pad) for _ in range(args.repeats))
+                  if engine.dtype != torch.float32 else None)  # the torch paths' dtype on a CPU with bfloat16
     llama_cpp = llama_cpp_speed(prompt, args.tokens) if args.model == EMBEDDED_MODEL else None
     adapter_first_token = first_token_of_a_new_adapter(engine, folder, prompt)
     startup = serve_to_first_answer(args.model) if not Path(args.model).is_dir() else None
-    path = "batched decoder" if supports(json.loads((folder / "config.json").read_text())) else "general path"
-
-    print(f"model {args.model} ({path}), {args.tokens} tokens, greedy, {torch.get_num_threads()} threads, "
-          f"engine dtype {str(engine.dtype).removeprefix('torch.')} (weights {str(engine.weights_dtype).removeprefix('torch.')})")
+    print(f"model {args.model}, {args.tokens} tokens, greedy, {torch.get_num_threads()} threads; "
+          f"the engine decodes with {engine.backend(weights)}")
     print(f"{'decode tokens/s, one stream':<44}{'':>10}")
     print(f"  {'tunery engine':<42}{single:>10.1f}")
     print(f"  {'transformers generate(), float32':<42}{plain:>10.1f}")
-    print(f"  {'transformers generate(), engine dtype':<42}{same_dtype:>10.1f}")
+    if same_dtype is not None:
+        print(f"  {'transformers generate(), engine dtype':<42}{same_dtype:>10.1f}")
     if llama_cpp is not None:
         print(f"  {'llama.cpp (reference)':<42}{llama_cpp:>10.1f}")
     print(f"{'time to first token, s':<44}{first_token:>10.3f}")
@@ -173,7 +177,8 @@ def main() -> None:
     if startup is not None:
         print(f"{'tunery serve, start to first answer, s':<44}{startup:>10.1f}")
     print(f"{'8 concurrent streams, aggregate tokens/s':<44}{concurrent:>10.1f}")
-    print(f"same-dtype ratio engine_vs_generate_{str(engine.dtype).removeprefix('torch.')}={single / same_dtype:.2f}")
+    if same_dtype is not None:
+        print(f"same-dtype ratio engine_vs_generate_{str(engine.dtype).removeprefix('torch.')}={single / same_dtype:.2f}")
     ratios = f"ratio single_vs_generate={single / plain:.2f} concurrent8_vs_single={concurrent / single:.2f}"
     print(ratios + (f" single_vs_llamacpp={single / llama_cpp:.2f}" if llama_cpp else ""))
     engine.close()

@@ -2,7 +2,10 @@
 on orders_train.jsonl (sentence -> JSON, chat) and tickets_train.jsonl (ticket -> class,
 prompt/completion), scored on the held-out test sets beside the base model.
 
-    python bench/quality.py [--data-dir DIR]
+    python bench/quality.py [--data-dir DIR] [--rescore]
+
+--rescore scores the models the last run left in DIR again without training (to compare serving
+settings on the same models, e.g. TUNERY_GGUF_TYPE=q4_0 or TUNERY_CPU_BACKEND=torch).
 
 Orders: exact match of the parsed JSON answer (chat, temperature 0). Tickets: the class from a
 one-token answer (/v1/completions, max_tokens=1, temperature 0), as the legacy guide's
@@ -52,10 +55,21 @@ def fine_tune(client, train_file: str) -> tuple[str, float, dict]:
     return job.fine_tuned_model, job.finished_at - job.created_at, job.hyperparameters.model_dump()
 
 
+def last_fine_tune(client, train_file: str) -> tuple[str, float, dict]:
+    """The newest succeeded job of the data directory that trained on train_file."""
+    for job in client.fine_tuning.jobs.list(limit=100):
+        if job.status == "succeeded" and client.files.retrieve(job.training_file).filename == train_file:
+            return job.fine_tuned_model, job.finished_at - job.created_at, job.hyperparameters.model_dump()
+    raise SystemExit(f"--rescore: no succeeded job trained on {train_file} in this data directory")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="tunery's data directory [default: a fresh temporary one]")
+    parser.add_argument("--rescore", action="store_true", help="score the models a previous run left in --data-dir")
     args = parser.parse_args()
+    if args.rescore and not args.data_dir:
+        parser.error("--rescore needs the --data-dir of a previous run")
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tunery-quality-")) / "data"
     rows = []
     with serve(data_dir) as client:
@@ -64,7 +78,7 @@ def main() -> None:
             tests = load(test)
             base = score(client, BASE, tests)
             started = time.time()
-            model, job_seconds, hyperparameters = fine_tune(client, train)
+            model, job_seconds, hyperparameters = (last_fine_tune if args.rescore else fine_tune)(client, train)
             tuned = score(client, model, tests)
             rows.append((name, base, tuned, job_seconds, time.time() - started, hyperparameters))
     print(f"{'task':<22} {'base':>6} {'tuned':>6} {'job s':>6} {'to score s':>10}  resolved hyperparameters")

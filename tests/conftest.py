@@ -72,6 +72,17 @@ def smollm2_dir(tmp_path_factory) -> Path:
     return Catalog(BlobStore(tmp_path_factory.mktemp("smollm2"))).path(EMBEDDED_MODEL)
 
 
+@pytest.fixture(params=["llamacpp", "torch"])
+def cpu_backend(request) -> str:
+    """Each engine that decodes on a CPU (TUNERY_CPU_BACKEND): llama.cpp (skipped, saying why, where
+    llama-cpp-python is not installed) and the batched torch decoder."""
+    from tunery.inference import llamacpp
+
+    if request.param == "llamacpp" and not llamacpp.installed():
+        pytest.skip("llama-cpp-python is not installed (make installs it; a C++ compiler and cmake build it)")
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_architectures(tmp_path_factory, smol_tokenizer) -> dict[str, Path]:
     """A tiny random model of each popular architecture, with the real SmolLM2 tokenizer, by

@@ -29,7 +29,7 @@ def test_llama_cpp_answers_the_gguf_export_as_tunery_serves(train_tiny, tiny_mod
     (tmp_path / "gguf").mkdir()
     export(weights, "gguf", tmp_path / "gguf", name="colours", base_id="tiny")
 
-    engine = Engine(device="cpu", dtype="float32")
+    engine = Engine(device="cpu", dtype="float32", cpu_backend="torch")  # float32 weights, as the export's float16
     tokenizer = engine.tokenizer(weights)
     llm = llama_cpp.Llama(model_path=str(tmp_path / "gguf" / "model.gguf"), n_ctx=256, verbose=False)
     ends = {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}

@@ -96,18 +96,31 @@ def export_adapter(weights: Weights, out: Path, base_id: str) -> None:
 
 # gguf --------------------------------------------------------------------------------------------
 def export_gguf(weights: Weights, out: Path, name: str) -> None:
-    import gguf
+    tokenizer = write_gguf(weights, out / "model.gguf", name)
+    (out / "Modelfile").write_text(_modelfile(tokenizer))
 
-    config = json.loads((weights.folder / "config.json").read_text())
+
+def gguf_architecture(config: dict) -> str:
+    """llama.cpp's name for the architecture of a model's config.json (ExportError when it has none)."""
     arch = GGUF_ARCHITECTURES.get(config.get("model_type"))
     if arch is None:
         raise ExportError(f"GGUF export writes {', '.join(sorted(set(GGUF_ARCHITECTURES)))} models; this one is "
                           f"{config.get('model_type')!r}: export it as hf and convert it with llama.cpp.")
+    return arch
+
+
+def write_gguf(weights: Weights, path: Path, name: str, *, with_tokenizer: bool = True):
+    """The model (its LoRA adapter merged) as one GGUF file of float16 matrices with its tokenizer
+    and chat template; returns the tokenizer. Without the tokenizer (serving feeds llama.cpp
+    token ids) the file names only the vocabulary's size, so any tokenizer will do."""
+    import gguf
+
+    arch = gguf_architecture(json.loads((weights.folder / "config.json").read_text()))
     model, tokenizer = merged(weights)
     cfg = model.config
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
-    writer = gguf.GGUFWriter(out / "model.gguf", arch)
+    writer = gguf.GGUFWriter(path, arch)
     writer.add_name(name)
     writer.add_context_length(cfg.max_position_embeddings)
     writer.add_embedding_length(cfg.hidden_size)
@@ -123,7 +136,11 @@ def export_gguf(weights: Weights, out: Path, name: str) -> None:
     writer.add_rope_freq_base(float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))))
     _add_rope_scaling(writer, rope)
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    _add_tokenizer(writer, tokenizer, cfg.vocab_size)
+    if with_tokenizer:
+        _add_tokenizer(writer, tokenizer, cfg.vocab_size)
+    else:
+        writer.add_tokenizer_model("none")
+        writer.add_vocab_size(cfg.vocab_size)
 
     tensor_names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], cfg.num_hidden_layers)
     for key, tensor in model.state_dict().items():
@@ -140,11 +157,51 @@ def export_gguf(weights: Weights, out: Path, name: str) -> None:
         writer.add_tensor(target, array.astype("float16") if array.ndim == 2 else array)
     if (factors := _llama3_rope_factors(model)) is not None:
         writer.add_tensor(gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight", factors)
+    _write(writer)
+    return tokenizer
+
+
+def write_gguf_lora(adapter: Path, config: dict, path: Path) -> None:
+    """A PEFT LoRA adapter as llama.cpp's GGUF LoRA adapter for the base model of `config`: each
+    pair under the GGUF name of the matrix it adapts (lora_a: rank x in, lora_b: out x rank),
+    PEFT's scaling folded into lora_b (so llama.cpp applies it at scale 1), the rows of lora_b
+    for llama's query and key reordered as the base's were."""
+    import gguf
+    from safetensors.torch import load_file
+
+    arch = gguf_architecture(config)
+    settings = json.loads((adapter / "adapter_config.json").read_text())
+    if settings.get("modules_to_save") or settings.get("use_dora") or settings.get("alpha_pattern"):
+        raise ExportError("llama.cpp applies plain LoRA pairs of one alpha; this adapter also trains whole "
+                          "modules, DoRA or per-module alphas.")
+    tensor_names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], config["num_hidden_layers"])
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads", config["num_attention_heads"])
+    writer = gguf.GGUFWriter(path, arch)
+    writer.add_string("general.type", "adapter")
+    writer.add_string("adapter.type", "lora")
+    writer.add_float32("adapter.lora.alpha", 0.0)  # no alpha: the scale is in lora_b already
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
+        module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        target = tensor_names.get_name(module + ".weight", try_suffixes=(".weight",))
+        if target is None:
+            raise ExportError(f"no GGUF name for the adapted module {module}")
+        rank = tensors[key].shape[0]
+        short = module.rsplit(".", 1)[-1]
+        scaling = settings["lora_alpha"] / (rank ** 0.5 if settings.get("use_rslora") else rank)  # as PEFT scales
+        b = tensors[key.replace(".lora_A.", ".lora_B.")].float() * scaling
+        if arch == "llama" and short in ("q_proj", "k_proj"):
+            b = _interleave_rope_rows(b, heads if short == "q_proj" else kv_heads)
+        writer.add_tensor(target + ".lora_a", tensors[key].float().contiguous().numpy())
+        writer.add_tensor(target + ".lora_b", b.contiguous().numpy())
+    _write(writer)
+
+
+def _write(writer) -> None:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    (out / "Modelfile").write_text(_modelfile(tokenizer))
 
 
 def _interleave_rope_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:

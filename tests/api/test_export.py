@@ -20,10 +20,11 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def tiny_server(start_module_server, tiny_model_dir):
-    """The tiny model served in float32, so that an export compares with plain transformers token
-    for token (by default a CPU without native bfloat16 serves bfloat16 weights, whose rounding
-    tests/inference/test_engine.py checks)."""
-    return start_module_server(base_models=(tiny_model_dir,), env={"TUNERY_INFERENCE_DTYPE": "float32"})
+    """The tiny model served by the torch decoder in float32, so that an export compares with plain
+    transformers token for token (by default a CPU serves through llama.cpp's 8-bit weights, or
+    keeps bfloat16 weights, whose rounding tests/inference checks)."""
+    return start_module_server(base_models=(tiny_model_dir,),
+                               env={"TUNERY_INFERENCE_DTYPE": "float32", "TUNERY_CPU_BACKEND": "torch"})
 
 
 @pytest.fixture(scope="module")

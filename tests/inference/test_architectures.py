@@ -59,8 +59,9 @@ def test_the_served_logits_equal_transformers_and_peft(name, tiny_architectures,
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)
-def test_a_fine_tuned_model_of_each_architecture_answers_as_it_was_taught(name, tiny_architectures, adapters):
-    engine = Engine(device="cpu", dtype="float32")
+def test_a_fine_tuned_model_of_each_architecture_answers_as_it_was_taught(name, tiny_architectures, adapters,
+                                                                         cpu_backend):
+    engine = Engine(device="cpu", dtype="float32", cpu_backend=cpu_backend)
     weights = Weights("lora", tiny_architectures[name], adapters[name])
     prompts = [render_generation_prompt(engine.tokenizer(weights), [{"role": "user", "content": color}])
                for color, _ in COLOR_PAIRS]

@@ -79,7 +79,7 @@ def test_bfloat16_weights_computed_in_float32_give_the_logits_of_the_rounded_mod
 
 
 def test_the_engine_keeps_bfloat16_weights_on_a_cpu_by_default():
-    engine = Engine(device="cpu")
+    engine = Engine(device="cpu")  # for the torch decoder (TUNERY_CPU_BACKEND=torch, or no llama.cpp)
     assert engine.weights_dtype == torch.bfloat16
     assert Engine(device="cpu", dtype="float32").weights_dtype == torch.float32  # what was asked for
     engine.close()
@@ -102,9 +102,9 @@ def test_the_decoder_gives_the_logits_of_transformers_and_peft(tiny_model_dir, a
         assert torch.allclose(step[1], following, atol=1e-4)
 
 
-def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model_dir, adapters):
+def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model_dir, adapters, cpu_backend):
     fruits, animals = adapters
-    engine = Engine(device="cpu", dtype="float32")
+    engine = Engine(device="cpu", dtype="float32", cpu_backend=cpu_backend)
     tokenizer = engine.tokenizer(weights(tiny_model_dir))
 
     def submit(folder, color):
@@ -121,9 +121,9 @@ def test_adapters_are_served_apart_in_one_batch_beside_the_base_model(tiny_model
     engine.close()
 
 
-def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_dir, adapters):
+def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_dir, adapters, cpu_backend):
     fruits, animals = adapters
-    engine = Engine(device="cpu", dtype="float32", cache_bytes=1)  # room for the newest only
+    engine = Engine(device="cpu", dtype="float32", cache_bytes=1, cpu_backend=cpu_backend)  # room for the newest only
     tokenizer = engine.tokenizer(weights(tiny_model_dir))
     prompt = render_generation_prompt(tokenizer, [{"role": "user", "content": PAIRS[0][0]}])
 
@@ -141,8 +141,8 @@ def test_least_recently_used_adapters_leave_memory_under_the_budget(tiny_model_d
     engine.close()
 
 
-def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir):
-    engine = Engine(device="cpu", dtype="float32")
+def test_a_closed_stream_stops_its_generation_at_once(tiny_model_dir, cpu_backend):
+    engine = Engine(device="cpu", dtype="float32", cpu_backend=cpu_backend)
     stream = engine.submit(weights(tiny_model_dir), [[5, 6, 7]], SamplingParams(max_tokens=900, temperature=1.0))
     first = next(iter(stream))
     assert first.text

@@ -233,13 +233,14 @@ class Decoder:
         self.cos = (angles.cos() * self.rope_scale).to(self.dtype)
         self.sin = (angles.sin() * self.rope_scale).to(self.dtype)
 
-    def reserve(self, slot: int, length: int) -> None:
-        """Make room for `length` positions in `slot` (capacity doubles, up to the context)."""
+    def reserve(self, slot: int, length: int) -> bool:
+        """Make room for `length` positions in `slot` (capacity doubles, up to the context); always room."""
         slots = self.slots * 2 if slot >= self.slots else self.slots
         capacity = self.capacity
         while capacity < length:
             capacity *= 2
         self._grow(max(slots, slot + 1), capacity)
+        return True
 
     # forward -----------------------------------------------------------------------------------
     @torch.inference_mode()

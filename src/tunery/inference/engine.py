@@ -5,6 +5,11 @@ back from a Stream, synchronously or with asyncio. Each step the engine thread p
 admitted sequences, then runs one decode step per base model over all of that model's sequences,
 whatever adapter each uses, and samples each row with its own parameters and random generator.
 
+On a CPU, the models llama.cpp runs (llama, mistral, qwen2, qwen3) are
+decoded by inference/llamacpp.py when llama-cpp-python is installed (TUNERY_CPU_BACKEND);
+the batched torch decoder (decoder.py) serves them on CUDA and without it, and transformers
+(generic.py) serves every other architecture.
+
 One copy of each base model stays in memory. LoRA adapters are loaded on first use and kept, with
 fully fine-tuned models, in a least-recently-used cache bounded by a memory budget; a model in use
 is never evicted. Text is detokenized incrementally; stop sequences end a sequence and are never
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,7 +31,9 @@ import torch
 
 from tunery.devices import attention_implementation, resolve_device, serving_dtype, weights_dtype
 from tunery.inference.decoder import Adapter, Decoder, serving_context, supports
+from tunery.inference import llamacpp
 from tunery.inference.generic import GenericAdapter, GenericDecoder, runs
+from tunery.inference.llamacpp import LlamaCppAdapter, LlamaCppDecoder
 from tunery.inference.types import (
     ContextLengthExceeded,
     Delta,
@@ -35,18 +43,22 @@ from tunery.inference.types import (
     TokenLogprob,
     UnsupportedModel,
 )
+from tunery.export import ExportError
 from tunery.loading import HF_LOADING
 from tunery.weights import Weights
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 1024  # when a request names no limit (the context window still bounds it)
 MAX_BATCH = 32  # sequences decoded together per base model; more wait for a free slot
+CPU_BACKENDS = ("auto", "llamacpp", "torch")
+AnyDecoder = Decoder | GenericDecoder | LlamaCppDecoder
+AnyAdapter = Adapter | GenericAdapter | LlamaCppAdapter
 
 
 class _Model:
     """A loaded model: a base decoder with its tokenizer, or an adapter on a base."""
 
-    def __init__(self, decoder: Decoder | GenericDecoder, tokenizer, adapter: Adapter | GenericAdapter | None = None):
+    def __init__(self, decoder: AnyDecoder, tokenizer, adapter: AnyAdapter | None = None):
         self.decoder, self.tokenizer, self.adapter = decoder, tokenizer, adapter
         self.end_tokens = _end_tokens(tokenizer)
         self.in_use = 0
@@ -72,12 +84,25 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30, attention: str = "auto"):
+    def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30, attention: str = "auto",
+                 cpu_backend: str = "auto", gguf_type: str = "auto", gguf_dir: Path | None = None):
+        """cpu_backend: what decodes on a CPU ("auto": llama.cpp when installed, else torch);
+        gguf_type and gguf_dir: llama.cpp's weights and where their conversions are kept (a
+        temporary folder when none is given)."""
+        if cpu_backend not in CPU_BACKENDS:
+            raise ValueError(f"TUNERY_CPU_BACKEND={cpu_backend!r}: use one of {', '.join(CPU_BACKENDS)}.")
+        if cpu_backend == "llamacpp" and not llamacpp.installed():
+            raise ValueError("TUNERY_CPU_BACKEND=llamacpp: llama-cpp-python is not installed (pip install -e '.[cpu]').")
+        if gguf_type not in llamacpp.GGUF_TYPES:
+            raise ValueError(f"TUNERY_GGUF_TYPE={gguf_type!r}: use one of {', '.join(llamacpp.GGUF_TYPES)}.")
         self.device = resolve_device(device)
         self.dtype = serving_dtype(dtype, self.device)
         self.weights_dtype = weights_dtype(dtype, self.device, self.dtype)  # the batched decoder's matrices
         self.attention = attention_implementation(attention, self.device, self.dtype)
         self.cache_bytes = cache_bytes
+        self.cpu_backend, self.gguf_type = cpu_backend, gguf_type
+        self._scratch = None if gguf_dir is not None else tempfile.TemporaryDirectory(prefix="tunery-gguf-")
+        self.gguf_dir = gguf_dir if gguf_dir is not None else Path(self._scratch.name)
         self._bases: dict[Path, _Model] = {}
         self._cached: OrderedDict[Path, _Model] = OrderedDict()  # adapters and full fine-tuned models, LRU first
         self._tokenizers: dict[Path, Any] = {}
@@ -158,7 +183,7 @@ class Engine:
                 while not self._closed and not self._waiting and not self._active and not self._forgotten:
                     self._wake.wait()
                 if self._closed:
-                    return
+                    return self._release_all()
                 admitted, self._waiting = self._waiting, []
                 forgotten, self._forgotten = self._forgotten, []
             for folder in forgotten:
@@ -175,6 +200,14 @@ class Engine:
             for seqs in by_decoder.values():
                 self._step(seqs[0].model.decoder, seqs)
 
+    def _release_all(self) -> None:
+        """The engine closes: llama.cpp's memory is its own, freed here rather than at exit."""
+        for model in [*self._bases.values(), *self._cached.values()]:
+            if isinstance(model.decoder, LlamaCppDecoder):
+                model.decoder.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+
     def _start(self, seq: _Sequence) -> None:
         try:
             if seq.stream.cancelled:
@@ -183,14 +216,13 @@ class Engine:
             seq.model.in_use += 1
             used = {s.slot for s in self._active if s.model.decoder is seq.model.decoder}
             seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
-            if seq.slot == MAX_BATCH:  # every slot taken: wait for one
-                seq.model.in_use -= 1
-                seq.model = None
+            decoder = seq.model.decoder
+            if seq.slot == MAX_BATCH or not decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens):
+                seq.model.in_use -= 1  # every slot taken, or no room left in the cache: wait
+                seq.model, seq.slot = None, -1
                 with self._wake:
                     self._waiting.append(seq)
                 return
-            decoder = seq.model.decoder
-            decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens)
             echo = seq.params.prompt_logprobs and seq.params.logprobs is not None
             logits = decoder.prefill(seq.slot, seq.prompt, seq.model.adapter, all_logits=echo)
             if echo:
@@ -202,10 +234,10 @@ class Engine:
             log.exception("generation failed")
             self._end(seq, exc)
 
-    def _step(self, decoder: Decoder | GenericDecoder, seqs: list[_Sequence]) -> None:
+    def _step(self, decoder: AnyDecoder, seqs: list[_Sequence]) -> None:
         width = max(s.slot for s in seqs) + 1
         tokens, positions = [0] * width, [0] * width
-        groups: dict[int, tuple[Adapter | GenericAdapter | None, list[int]]] = {}
+        groups: dict[int, tuple[AnyAdapter | None, list[int]]] = {}
         for seq in seqs:
             tokens[seq.slot] = seq.generated[-1]
             positions[seq.slot] = len(seq.prompt) + len(seq.generated) - 1
@@ -328,7 +360,12 @@ class Engine:
         self._evict()
         return model
 
-    def _new_decoder(self, folder: Path) -> Decoder | GenericDecoder:
+    def _new_decoder(self, folder: Path) -> AnyDecoder:
+        if self.device.type == "cpu" and self.cpu_backend != "torch" and llamacpp.serves(self._config(folder)):
+            try:
+                return LlamaCppDecoder(folder, gguf_dir=self.gguf_dir, gguf_type=self.gguf_type, sequences=MAX_BATCH)
+            except ExportError as exc:  # a RoPE scaling GGUF cannot describe: the torch decoder serves it
+                log.warning("%s is served by torch, not llama.cpp: %s", folder.name, exc)
         return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention,
                            weights_dtype=self.weights_dtype)
 
@@ -347,6 +384,18 @@ class Engine:
         if model.adapter is not None:
             model.decoder.release_adapter(model.adapter)
 
+    def backend(self, weights: Weights) -> str:
+        """What decodes this model (once it has been loaded), in words."""
+        model = self._bases.get(weights.folder) or self._cached.get(weights.adapter or weights.folder)
+        if model is None:
+            return "not loaded"
+        decoder = model.decoder
+        if isinstance(decoder, LlamaCppDecoder):
+            return f"llama.cpp on {decoder.path.name} ({decoder.weight_bytes / 2**20:.0f} MiB)"
+        if isinstance(decoder, Decoder):
+            return f"batched torch decoder ({str(self.dtype).removeprefix('torch.')}, weights {str(self.weights_dtype).removeprefix('torch.')})"
+        return "transformers (general path)"
+
     def cached(self) -> list[Path]:
         """The fine-tuned models in memory (adapter or full model folders), least recently used first."""
         return list(self._cached)
@@ -354,7 +403,7 @@ class Engine:
 
 def new_decoder(folder: Path, *, dtype: torch.dtype, device: torch.device, attention: str | None = None,
                 weights_dtype: torch.dtype | None = None) -> Decoder | GenericDecoder:
-    """The compact batched decoder for the architectures it runs (its own attention), transformers
+    """The torch decoders: the compact batched decoder for the architectures it runs (its own attention), transformers
     for any other (with the attention implementation devices.attention_implementation chose)."""
     config = json.loads((folder / "config.json").read_text())
     if supports(config):

@@ -63,8 +63,9 @@ class GenericDecoder:
             self.peft = None
 
     # the cache ---------------------------------------------------------------------------------
-    def reserve(self, slot: int, length: int) -> None:
+    def reserve(self, slot: int, length: int) -> bool:
         """Nothing to reserve: each sequence's cache grows as transformers grows it."""
+        return True
 
     def free(self, slot: int) -> None:
         self.caches.pop(slot, None)

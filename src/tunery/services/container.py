@@ -54,7 +54,9 @@ class Container:
         from tunery.inference.engine import Engine  # torch is imported only when chat is first used
 
         engine = Engine(device=self.settings.device, dtype=self.settings.inference_dtype,
-                        cache_bytes=self.settings.model_cache_mb << 20, attention=self.settings.attention)
+                        cache_bytes=self.settings.model_cache_mb << 20, attention=self.settings.attention,
+                        cpu_backend=self.settings.cpu_backend, gguf_type=self.settings.gguf_type,
+                        gguf_dir=self.blobs.gguf_dir())
         self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
         return ChatService(self.models, engine)
 

@@ -122,6 +122,10 @@ class BlobStore:
     def base_model_dir(self, name: str) -> Path:
         return self.root / "base_models" / name
 
+    def gguf_dir(self) -> Path:
+        """Where CPU serving keeps the GGUF conversions of base models and adapters (llama.cpp)."""
+        return self.root / "gguf"
+
     def base_model_names(self) -> list[str]:
         folder = self.root / "base_models"
         return sorted(p.name for p in folder.iterdir() if (p / "config.json").exists())
