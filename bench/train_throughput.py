@@ -142,9 +142,11 @@ def main() -> None:
         worker(args.worker, args.model, args.epochs, args.batch_size[0])
         return
     if args.batch_size is None:
+        from tunery.devices import resolve_device
         from tunery.training.hyperparameters import default_batch_size
 
-        args.batch_size = sorted({default_batch_size(sum(1 for _ in DATA.open())), WIDE_BATCH})
+        users = default_batch_size(sum(1 for _ in DATA.open()), resolve_device("auto").type)  # 8 on a CPU
+        args.batch_size = sorted({users, WIDE_BATCH})
     model_folder(args.model)  # convert or download the model once, outside the timed runs
     ratios = {size: compare(args.model, args.epochs, size, args.repeats) for size in args.batch_size}
     print("ratio " + " ".join(f"tunery_vs_trl_batch{size}={ratio:.2f}" for size, (ratio, _) in ratios.items())

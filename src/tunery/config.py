@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
     inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     cpu_backend: str = "auto"  # CPU serving: "auto" (llama.cpp when installed and the model converts to GGUF), "llamacpp", "torch"
-    gguf_type: str = "auto"  # llama.cpp's weights: "auto" (a GGUF base as it came, else q8_0), "q8_0", "q4_0", "q4_1", "f16"
+    gguf_type: str = "auto"  # llama.cpp's weights: "auto" (q8_0), "q8_0", "q4_0", "q4_1", "f16"
     model_cache_mb: int = MODEL_CACHE_MB  # fine-tuned weights (adapters, full models) kept in memory, LRU
     model_aliases: str = ""  # "gpt-4o-mini-2024-07-18=Qwen/Qwen2.5-0.5B-Instruct,...": names that stand for models
 

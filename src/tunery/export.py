@@ -181,6 +181,8 @@ def write_gguf_lora(adapter: Path, config: dict, path: Path) -> None:
     writer.add_string("adapter.type", "lora")
     writer.add_float32("adapter.lora.alpha", 0.0)  # no alpha: the scale is in lora_b already
     tensors = load_file(adapter / "adapter_model.safetensors")
+    if unknown := [k for k in tensors if not k.endswith((".lora_A.weight", ".lora_B.weight"))]:
+        raise ExportError(f"llama.cpp applies plain LoRA pairs; this adapter also holds {unknown[0]}")
     for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
         module = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
         target = tensor_names.get_name(module + ".weight", try_suffixes=(".weight",))

@@ -44,7 +44,8 @@ def metrics_events(client, job_id: str) -> int:
 def finished_job(tiny_server):
     client = tiny_server.client()
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client).id, suffix="console",
-                                         validation_file=upload(client).id, hyperparameters={"n_epochs": 2})
+                                         validation_file=upload(client).id,
+                                         hyperparameters={"n_epochs": 2, "batch_size": 1})  # 24 steps
     return wait_until_finished(client, job.id)
 
 
@@ -159,6 +160,7 @@ def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_cha
     report = page.locator(".report-body").first.inner_text()
     assert "Default epochs (auto): 9" in report and "Estimated training time on this server" in report
     page.get_by_label("Epochs").fill("12")
+    page.get_by_label("Batch size").fill("1")  # 144 steps: a chart that grows point by point
     page.get_by_label("Suffix").fill("grows")
     create.click()
     page.wait_for_url("**/#/jobs/ftjob-*")
@@ -175,6 +177,7 @@ def test_a_planted_error_blocks_creation_and_the_fixed_file_trains_while_its_cha
     page.wait_for_function("() => document.querySelector('figure.chart').dataset.points === '144'")
     job = tiny_server.client().fine_tuning.jobs.retrieve(job_id)
     assert job.status == "succeeded" and job.user_provided_suffix == "grows" and job.hyperparameters.n_epochs == 12
+    assert job.hyperparameters.batch_size == 1
 
 
 def test_the_playground_compares_the_base_and_the_fine_tuned_model(page, tiny_server, finished_job):

@@ -6,6 +6,8 @@ sequences the shared KV cache cannot hold at once wait for room instead of faili
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from peft import PeftModel
@@ -98,15 +100,25 @@ def test_a_base_is_converted_once_to_q8_0_by_default_or_to_the_type_asked(tiny_m
         llamacpp.base_gguf(tiny_model_dir, tmp_path, "q3_k")
 
 
-def test_sequences_the_kv_cache_cannot_hold_at_once_wait_for_room(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(llamacpp, "KV_CACHE_BYTES", 1)  # the cache holds one full context (1024 tokens) only
+def test_sequences_the_kv_cache_cannot_hold_at_once_wait_for_room_in_order(tiny_model_dir, monkeypatch):
+    config = json.loads((tiny_model_dir / "config.json").read_text())
+    monkeypatch.setattr(llamacpp, "KV_CACHE_BYTES", 1024 * llamacpp.kv_bytes_per_token(config))  # 1024 tokens
+    refused, started = [], []
+    reserve = llamacpp.LlamaCppDecoder.reserve
+
+    def counting(self, slot, length):
+        (started if (room := reserve(self, slot, length)) else refused).append(length)
+        return room
+
+    monkeypatch.setattr(llamacpp.LlamaCppDecoder, "reserve", counting)
     engine = Engine(device="cpu", cpu_backend="llamacpp")
     weights = Weights("base", tiny_model_dir)
+    assert engine.context_length(weights) == 1024  # the tiny model's context fits
     prompt = render_generation_prompt(engine.tokenizer(weights), [{"role": "user", "content": COLOR_PAIRS[0][0]}])
     # Each asks for 600 tokens: two cannot be in the cache together, so they run one after the other.
-    streams = [engine.submit(weights, [prompt], SamplingParams(max_tokens=600, temperature=1.0, seed=i))
+    streams = [engine.submit(weights, [prompt], SamplingParams(max_tokens=600 + i, temperature=1.0, seed=i))
                for i in range(3)]
     for stream in streams:
-        finished = stream.collect()
-        assert finished[0].completion_tokens > 0
+        assert stream.collect()[0].completion_tokens > 0
     engine.close()
+    assert refused and [n - len(prompt) for n in started] == [600, 601, 602]  # waited, and in their order

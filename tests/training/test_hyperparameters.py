@@ -19,6 +19,17 @@ def test_batch_size_grows_with_the_data_and_is_capped():
     assert default_batch_size(10_000_000) == 256
 
 
+def test_on_a_cpu_auto_packs_several_examples_a_step_with_a_learning_rate_to_match():
+    assert default_batch_size(12, "cpu") == 8 and default_batch_size(5, "cpu") == 5
+    auto = resolve({}, 100, device_type="cpu")
+    assert (auto.batch_size, auto.learning_rate_multiplier) == (8, 2.83)
+    assert auto.learning_rate == pytest.approx(2.83e-3)
+    chosen = resolve({"batch_size": 4}, 100, device_type="cpu")  # a batch the user chose keeps the plain rate
+    assert (chosen.batch_size, chosen.learning_rate_multiplier) == (4, 1.0)
+    assert resolve({"learning_rate_multiplier": 0.5}, 100, device_type="cpu").learning_rate_multiplier == 0.5
+    assert resolve({}, 100, device_type="cuda").batch_size == 1  # GPUs keep OpenAI's rule
+
+
 def test_given_numbers_win_over_auto():
     resolved = resolve({"n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": 0.5}, 12)
     assert (resolved.n_epochs, resolved.batch_size, resolved.learning_rate_multiplier) == (2, 1, 0.5)

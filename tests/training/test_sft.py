@@ -159,3 +159,45 @@ def test_gradients_accumulated_row_by_row_equal_one_pass(tiny_model_dir):
     assert len(one_pass) == len(by_row) > 0
     for a, b in zip(one_pass, by_row):
         assert (a - b).abs().max() <= 1e-5 * a.abs().max(), ((a - b).abs().max(), a.abs().max())
+
+
+def test_a_batch_sharing_its_examples_beginning_gives_their_loss_and_gradients_apart(tiny_model_dir):
+    """The colour examples begin alike (the template's system prompt and user opening): packed
+    sharing that beginning, a step computes fewer tokens for the same loss and gradients."""
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=4, learning_rate=1e-3))
+    recipe.setup(EXAMPLES[:4])
+    examples = recipe.examples[:4]
+    shared, apart = pack(examples, recipe.pad_id, share_prefix=True), pack(examples, recipe.pad_id)
+    assert shared.segments is not None and shared.input_ids.numel() < apart.input_ids.numel()
+    assert shared.loss_weight() == apart.loss_weight() and shared.tokens == apart.tokens
+
+    def loss_and_gradients(batch):
+        recipe.optimizer.zero_grad(set_to_none=True)
+        loss = recipe._loss_sum(batch)[0] / batch.loss_weight()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in recipe.trainable if p.grad is not None]
+
+    (loss_shared, grads_shared), (loss_apart, grads_apart) = loss_and_gradients(shared), loss_and_gradients(apart)
+    assert loss_shared == pytest.approx(loss_apart, rel=1e-5)
+    assert len(grads_shared) == len(grads_apart) > 0
+    for a, b in zip(grads_apart, grads_shared):
+        assert (a - b).abs().max() <= 1e-5 * a.abs().max(), ((a - b).abs().max(), a.abs().max())
+
+
+def test_only_an_untrained_beginning_is_shared(tiny_model_dir):
+    """Prompts trained at prompt_loss_weight (legacy prompt/completion data) share nothing: a
+    shared token could not predict each example's own next token."""
+    recipe = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=4, learning_rate=1e-3,
+                                 prompt_loss_weight=0.01))
+    recipe.setup([{"prompt": f"Ticket: the same long opening words of every ticket, then {w}\n\n###\n\n",
+                   "completion": f" {w}"} for w in ("red", "green", "blue")])
+    assert pack(recipe.examples, recipe.pad_id, share_prefix=True).segments is None
+    untrained = SFTRecipe(SFTConfig(base_model=str(tiny_model_dir), n_epochs=1, batch_size=4, learning_rate=1e-3,
+                                    prompt_loss_weight=0.0))
+    untrained.setup([{"prompt": f"Ticket: the same long opening words of every ticket, then {w}\n\n###\n\n",
+                      "completion": f" {w}"} for w in ("red", "green", "blue")])
+    batch = pack(untrained.examples, untrained.pad_id, share_prefix=True)
+    assert batch.segments is not None
+    shared = int((batch.segments == 0).sum())
+    first_trained = min(next(i for i, label in enumerate(e.labels) if label != -100) for e in untrained.examples)
+    assert 8 <= shared < first_trained

@@ -128,7 +128,13 @@ class Engine:
             return self._tokenizers[folder]
 
     def context_length(self, weights: Weights) -> int:
-        return serving_context(self._config(weights.folder))
+        config = self._config(weights.folder)
+        if self._on_llamacpp(config):  # its KV cache is allocated once: a longer context is served shorter
+            return min(serving_context(config), llamacpp.kv_tokens(config, MAX_BATCH))
+        return serving_context(config)
+
+    def _on_llamacpp(self, config: dict[str, Any]) -> bool:
+        return self.device.type == "cpu" and self.cpu_backend != "torch" and llamacpp.serves(config)
 
     def _config(self, folder: Path) -> dict[str, Any]:
         """A model folder's config.json, read once (every request needs it)."""
@@ -192,8 +198,14 @@ class Engine:
                     self._cached[folder] = model  # in use: it goes with the next eviction
                 elif model is not None:
                     self._drop(model)
+            waiting: list[_Sequence] = []
+            full: set[int] = set()  # decoders that made a sequence wait this round: later ones queue behind it
             for seq in admitted:
-                self._start(seq)
+                if not self._start(seq, full):
+                    waiting.append(seq)
+            if waiting:
+                with self._wake:
+                    self._waiting[:0] = waiting  # first in the queue, in their order
             by_decoder: dict[int, list[_Sequence]] = {}
             for seq in self._active:
                 by_decoder.setdefault(id(seq.model.decoder), []).append(seq)
@@ -208,21 +220,24 @@ class Engine:
         if self._scratch is not None:
             self._scratch.cleanup()
 
-    def _start(self, seq: _Sequence) -> None:
+    def _start(self, seq: _Sequence, full: set[int]) -> bool:
+        """Prefill seq and sample its first token; False when it must wait (every slot of its
+        decoder taken, no room left in its cache, or an earlier sequence waiting for that decoder)."""
         try:
             if seq.stream.cancelled:
-                return self._end(seq, None)
+                self._end(seq, None)
+                return True
             seq.model = self._load(seq.weights)
             seq.model.in_use += 1
-            used = {s.slot for s in self._active if s.model.decoder is seq.model.decoder}
-            seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
             decoder = seq.model.decoder
-            if seq.slot == MAX_BATCH or not decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens):
-                seq.model.in_use -= 1  # every slot taken, or no room left in the cache: wait
+            used = {s.slot for s in self._active if s.model.decoder is decoder}
+            seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
+            if (id(decoder) in full or seq.slot == MAX_BATCH
+                    or not decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens)):
+                full.add(id(decoder))
+                seq.model.in_use -= 1
                 seq.model, seq.slot = None, -1
-                with self._wake:
-                    self._waiting.append(seq)
-                return
+                return False
             echo = seq.params.prompt_logprobs and seq.params.logprobs is not None
             logits = decoder.prefill(seq.slot, seq.prompt, seq.model.adapter, all_logits=echo)
             if echo:
@@ -233,6 +248,7 @@ class Engine:
         except Exception as exc:  # a fault loading or running this model: its caller hears of it
             log.exception("generation failed")
             self._end(seq, exc)
+        return True
 
     def _step(self, decoder: AnyDecoder, seqs: list[_Sequence]) -> None:
         width = max(s.slot for s in seqs) + 1
@@ -361,10 +377,10 @@ class Engine:
         return model
 
     def _new_decoder(self, folder: Path) -> AnyDecoder:
-        if self.device.type == "cpu" and self.cpu_backend != "torch" and llamacpp.serves(self._config(folder)):
+        if self._on_llamacpp(self._config(folder)):
             try:
                 return LlamaCppDecoder(folder, gguf_dir=self.gguf_dir, gguf_type=self.gguf_type, sequences=MAX_BATCH)
-            except ExportError as exc:  # a RoPE scaling GGUF cannot describe: the torch decoder serves it
+            except (ExportError, RuntimeError) as exc:  # a RoPE scaling GGUF cannot describe, a failed load
                 log.warning("%s is served by torch, not llama.cpp: %s", folder.name, exc)
         return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention,
                            weights_dtype=self.weights_dtype)
@@ -383,6 +399,8 @@ class Engine:
     def _drop(self, model: _Model) -> None:
         if model.adapter is not None:
             model.decoder.release_adapter(model.adapter)
+        elif isinstance(model.decoder, LlamaCppDecoder):  # a fully fine-tuned model: llama.cpp's memory is its own
+            model.decoder.close()
 
     def backend(self, weights: Weights) -> str:
         """What decodes this model (once it has been loaded), in words."""

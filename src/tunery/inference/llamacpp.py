@@ -25,7 +25,7 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
+import tempfile
 import threading
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from tunery.weights import Weights
 
 log = logging.getLogger(__name__)
 GGUF_TYPES = ("auto", "q8_0", "q4_0", "q4_1", "f16")  # "auto": q8_0
-KV_CACHE_BYTES = 1 << 30  # the KV cache all sequences share: at least one full context, at most this
+KV_CACHE_BYTES = 1 << 30  # the KV cache all sequences share, allocated at start (a longer context is served shorter)
 PREFILL_CHUNK = 512  # prompt tokens per llama_decode call
 MIN_SHARED_PREFIX = 16  # shorter common beginnings are computed again (not worth the bookkeeping)
 _BACKEND = threading.Lock()
@@ -58,6 +58,21 @@ def serves(config: dict) -> bool:
     return installed()
 
 
+def kv_tokens(config: dict, sequences: int) -> int:
+    """Cells of the KV cache all sequences share: room for every slot's full context when that fits
+    in KV_CACHE_BYTES, else what does (a model's context beyond it is not served on llama.cpp)."""
+    from tunery.inference.decoder import serving_context
+
+    return min(sequences * serving_context(config), max(256, KV_CACHE_BYTES // kv_bytes_per_token(config) // 256 * 256))
+
+
+def kv_bytes_per_token(config: dict) -> int:
+    """A token's keys and values in every layer (float16, as llama.cpp keeps them)."""
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return config["num_hidden_layers"] * 2 * config.get("num_key_value_heads", heads) * head_dim * 2
+
+
 def base_gguf(folder: Path, gguf_dir: Path, gguf_type: str = "auto") -> Path:
     """The GGUF file serving the base model of `folder`: a conversion (float16, quantized to
     gguf_type) made once into gguf_dir. Raises ExportError when the model cannot be written as
@@ -70,20 +85,15 @@ def base_gguf(folder: Path, gguf_dir: Path, gguf_type: str = "auto") -> Path:
     if target.exists():
         return target
     gguf_dir.mkdir(parents=True, exist_ok=True)
-    staged = target.with_suffix(f".{os.getpid()}.partial")
-    try:
-        log.info("converting %s to GGUF (%s, once)", folder.name, wanted)
-        f16 = target.with_suffix(f".{os.getpid()}.f16")
+    log.info("converting %s to GGUF (%s, once)", folder.name, wanted)
+    with tempfile.TemporaryDirectory(dir=gguf_dir, prefix=".converting-") as staging:  # other processes may convert too
+        f16, staged = Path(staging) / "f16.gguf", Path(staging) / "model.gguf"
         write_gguf(Weights("base", folder), f16, folder.name, with_tokenizer=False)  # we feed it token ids
         if wanted == "f16":
             f16.rename(staged)
         else:
             _quantize(f16, staged, wanted)
-            f16.unlink()
         staged.rename(target)
-    finally:
-        for leftover in gguf_dir.glob(f"{target.stem}.{os.getpid()}.*"):
-            leftover.unlink(missing_ok=True)
     return target
 
 
@@ -138,8 +148,7 @@ class LlamaCppDecoder:
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
         self.vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
-        self.weight_bytes = self.path.stat().st_size
-        self.capacity = self._kv_tokens(sequences)
+        self.capacity = kv_tokens(self.config, sequences)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.capacity
         params.n_batch = params.n_ubatch = PREFILL_CHUNK
@@ -153,23 +162,13 @@ class LlamaCppDecoder:
             llama_cpp.llama_model_free(self._model)
             raise RuntimeError(f"llama.cpp could not make a context of {self.capacity} tokens for {self.path.name}")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self.weight_bytes = self.path.stat().st_size + self.capacity * kv_bytes_per_token(self.config)  # + the KV cache
         self._batch = llama_cpp.llama_batch_init(max(PREFILL_CHUNK, sequences), 0, 1)
         self._reserved: dict[int, int] = {}
         self._cached: dict[int, tuple[LlamaCppAdapter | None, list[int]]] = {}  # slot -> its adapter, tokens in the cache
         self._applied: LlamaCppAdapter | None = None
         self._no_adapter = (llama_cpp.llama_adapter_lora_p_ctypes * 1)()
         self._scale = (ctypes.c_float * 1)(1.0)
-
-    def _kv_tokens(self, sequences: int) -> int:
-        """Cells of the shared KV cache: room for every slot's full context when that fits in
-        KV_CACHE_BYTES, else what does (never less than one full context)."""
-        from tunery.inference.decoder import serving_context
-
-        context = serving_context(self.config)
-        heads = self.config["num_attention_heads"]
-        head_dim = self.config.get("head_dim") or self.config["hidden_size"] // heads
-        per_token = self.config["num_hidden_layers"] * 2 * self.config.get("num_key_value_heads", heads) * head_dim * 2
-        return max(context, min(sequences * context, KV_CACHE_BYTES // per_token // 256 * 256))
 
     def close(self) -> None:
         if self._ctx:
@@ -180,17 +179,16 @@ class LlamaCppDecoder:
 
     # adapters ----------------------------------------------------------------------------------
     def load_adapter(self, folder: Path) -> LlamaCppAdapter:
-        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
-        path = self.gguf_dir / "adapters" / f"{key}.gguf"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            staged = path.with_suffix(f".{os.getpid()}.partial")
-            write_gguf_lora(folder, self.config, staged)
-            staged.rename(path)
-        handle = self._llama.llama_adapter_lora_init(self._model, str(path).encode())
+        """The adapter converted to GGUF (a file only while it is loaded: conversion takes ~0.1 s)."""
+        (self.gguf_dir / "adapters").mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.gguf_dir / "adapters") as staging:
+            path = Path(staging) / "adapter.gguf"
+            write_gguf_lora(folder, self.config, path)
+            handle = self._llama.llama_adapter_lora_init(self._model, str(path).encode())  # read whole: the file may go
+            size = path.stat().st_size
         if not handle:
             raise RuntimeError(f"llama.cpp could not load the adapter {folder.name} onto {self.path.name}")
-        return LlamaCppAdapter(handle, path.stat().st_size)
+        return LlamaCppAdapter(handle, size)
 
     def release_adapter(self, adapter: LlamaCppAdapter) -> None:
         if self._applied is adapter:
@@ -261,7 +259,8 @@ class LlamaCppDecoder:
                adapters: list[tuple[LlamaCppAdapter | None, list[int]]]) -> torch.Tensor:
         """One step for the listed slots: one llama_decode per adapter (rows of the base together)."""
         logits = np.zeros((len(tokens), self.vocab), dtype=np.float32)
-        for adapter, rows in adapters:
+        # The adapter already applied goes first: each change makes llama.cpp plan its graph again.
+        for adapter, rows in sorted(adapters, key=lambda group: group[0] is not self._applied):
             self._apply(adapter)
             self._fill([(tokens[row], positions[row], row, True) for row in rows])
             self._decode()

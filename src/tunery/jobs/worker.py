@@ -21,6 +21,7 @@ from pathlib import Path
 from tunery.catalog import EMBEDDED_MODEL, UnknownModel
 from tunery.data.formats import TOO_LONG
 from tunery.data.validate import load_examples
+from tunery.devices import resolve_device
 from tunery.errors import NotFound
 from tunery.hub import HubError
 from tunery.integrations.wandb_run import WandbRuns
@@ -151,7 +152,8 @@ class Worker:
                          f"Fine-tuning job continues from its checkpoint at step {resume.step}")
         examples = load_examples(self._file(job, "training_file"))
         valid = load_examples(self._file(job, "validation_file")) if job.validation_file else None
-        hp = method.resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model))
+        hp = method.resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model),
+                            resolve_device(self.settings.device).type)
         self.queue.record_hyperparameters(job.id, hp.as_api())
         recipe = method.build(RecipeInputs(self._start(job).weights, hp, job.seed, self.settings.device,
                                            self.settings.attention, resume.folder if resume else None))

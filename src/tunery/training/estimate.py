@@ -52,7 +52,9 @@ def estimate_training(stats: TokenStats, base_model: str | None = None, *, devic
     if base_model is not None and stats.examples:
         bucket = max(1, round(stats.tokens_per_example.mean / TOKENS_BUCKET)) * TOKENS_BUCKET
         with _measuring:
-            speed = _measured(base_model, bucket, default_batch_size(stats.examples), device)
+            from tunery.devices import resolve_device
+
+            speed = _measured(base_model, bucket, default_batch_size(stats.examples, resolve_device(device).type), device)
         result.estimated_seconds = round(result.billed_tokens / speed, 1)
     return result
 

@@ -1,4 +1,7 @@
-"""Resolving "auto" hyperparameters from the data set, as OpenAI's guide describes them."""
+"""Resolving "auto" hyperparameters from the data set, as OpenAI's guide describes them, and from
+the device: on a CPU "auto" trains several examples per step (packed into one matrix product,
+sharing their common beginning: about twice the examples per second of one at a time) with the
+learning rate raised with the batch, as the square root of its size."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ MIN_EPOCHS, MAX_EPOCHS = 1, 25  # ... clamped to this range ...
 MIN_TARGET_EXAMPLES, MAX_TARGET_EXAMPLES = 100, 25_000  # ... so that examples x epochs lands here
 MAX_AUTO_BATCH_SIZE = 256
 BATCH_FRACTION = 0.002  # OpenAI's auto batch size is about 0.2% of the examples
+CPU_AUTO_BATCH_SIZE = 8  # on a CPU: measured fastest per example on SmolLM2 (1: 549 ms, 8: 259 ms, 16: 300 ms)
 # Peak learning rate of a REFERENCE_PARAMETERS model, multiplied by learning_rate_multiplier; larger
 # models get less, by the square root of their size (a 7B model: 1.4e-4 for LoRA, 7e-6 in full).
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
@@ -48,21 +52,29 @@ def default_epochs(n_examples: int) -> int:
     return epochs
 
 
-def default_batch_size(n_examples: int) -> int:
+def default_batch_size(n_examples: int, device_type: str = "cuda") -> int:
+    if device_type == "cpu":
+        return max(1, min(CPU_AUTO_BATCH_SIZE, n_examples))
     return max(1, min(MAX_AUTO_BATCH_SIZE, round(n_examples * BATCH_FRACTION)))
 
 
-def resolve(requested: dict[str, Any], n_examples: int, parameters: int = REFERENCE_PARAMETERS) -> Resolved:
-    """Numbers for every hyperparameter; "auto" or absent ones from the data set."""
+def resolve(requested: dict[str, Any], n_examples: int, parameters: int = REFERENCE_PARAMETERS,
+            device_type: str = "cuda") -> Resolved:
+    """Numbers for every hyperparameter; "auto" or absent ones from the data set and the device
+    type ("cpu" or "cuda") the job trains on."""
 
     def given(key: str):
         value = requested.get(key)
         return None if value in (None, "auto") else value
 
+    batch_size = given("batch_size") or default_batch_size(n_examples, device_type)
+    # A batch chosen for the CPU comes with its learning rate; on a GPU, and for a batch a user
+    # chose, the multiplier stays 1 (OpenAI's default).
+    paired = device_type == "cpu" and given("batch_size") is None
     return Resolved(
         n_epochs=given("n_epochs") or default_epochs(n_examples),
-        batch_size=given("batch_size") or default_batch_size(n_examples),
-        learning_rate_multiplier=float(given("learning_rate_multiplier") or 1.0),
+        batch_size=batch_size,
+        learning_rate_multiplier=float(given("learning_rate_multiplier") or (round(math.sqrt(batch_size), 2) if paired else 1.0)),
         training_type=requested.get("training_type") or "lora",
         prompt_loss_weight=DEFAULT_PROMPT_LOSS_WEIGHT if requested.get("prompt_loss_weight") is None
         else float(requested["prompt_loss_weight"]),

@@ -63,7 +63,7 @@ class RecipeInputs:
 @dataclass(frozen=True)
 class TrainingMethod:
     formats: tuple[str, ...]  # the training-file formats it trains on (data.formats' names)
-    resolve: Callable[[dict[str, Any], int, int], Resolved]  # (requested, examples, parameters) -> numbers
+    resolve: Callable[[dict[str, Any], int, int, str], Resolved]  # (requested, examples, parameters, device type)
     build: Callable[[RecipeInputs], Recipe]
     results_csv: Callable[[list, dict[int, dict[str, Any]]], bytes]  # (history, extra columns by step) -> CSV
 

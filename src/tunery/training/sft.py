@@ -22,7 +22,7 @@ import torch
 
 from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT, IGNORE, Rendered, render_example
 from tunery.devices import attention_implementation, resolve_device, training_dtype
-from tunery.training.batching import Batch, pack
+from tunery.training.batching import Batch, pack, row_tokens
 from tunery.training.checkpoints import TRAINER_STATE, write_manifest
 
 MAX_SEQUENCE_TOKENS = 4096  # longer examples are truncated (keeping the beginning)
@@ -128,6 +128,7 @@ class SFTRecipe:
         self.total_steps = self.steps_per_epoch * cfg.n_epochs
         self.eval_every = cfg.eval_every or max(1, self.total_steps // EVALUATIONS_PER_RUN)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.row_tokens = row_tokens(model.config.num_hidden_layers, model.config.hidden_size)
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         warmup = max(1, int(self.total_steps * cfg.warmup_fraction))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -188,7 +189,8 @@ class SFTRecipe:
             indices = self.epoch_order
             while self.next_start < len(indices):
                 start = self.next_start
-                batch = pack([self.examples[i] for i in indices[start:start + cfg.batch_size]], self.pad_id)
+                batch = pack([self.examples[i] for i in indices[start:start + cfg.batch_size]], self.pad_id,
+                             self.row_tokens, share_prefix=True)
                 loss, accuracy = self._step(batch.to(self.device))
                 self.next_start = start + cfg.batch_size
                 result.steps += 1
@@ -230,7 +232,8 @@ class SFTRecipe:
     def _loss_sum(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
         """Weighted sum of token losses, and correct / counted predictions at full weight."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
+        hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                                    attention_mask=batch.attention_mask(base.dtype)).last_hidden_state
         # Position t predicts token t+1: only positions whose next token carries loss are projected.
         targets, weights = batch.labels[:, 1:], batch.weights[:, 1:]
         trained = targets != IGNORE
