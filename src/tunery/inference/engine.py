@@ -409,7 +409,7 @@ class Engine:
             return "not loaded"
         decoder = model.decoder
         if isinstance(decoder, LlamaCppDecoder):
-            return f"llama.cpp on {decoder.path.name} ({decoder.weight_bytes / 2**20:.0f} MiB)"
+            return f"llama.cpp on {decoder.path.name} ({decoder.weight_bytes / 2**20:.0f} MiB with its KV cache)"
         if isinstance(decoder, Decoder):
             return f"batched torch decoder ({str(self.dtype).removeprefix('torch.')}, weights {str(self.weights_dtype).removeprefix('torch.')})"
         return "transformers (general path)"
