@@ -122,3 +122,21 @@ def test_sequences_the_kv_cache_cannot_hold_at_once_wait_for_room_in_order(tiny_
         assert stream.collect()[0].completion_tokens > 0
     engine.close()
     assert refused and [n - len(prompt) for n in started] == [600, 601, 602]  # waited, and in their order
+
+
+def test_a_fully_fine_tuned_model_evicted_from_the_cache_frees_its_llama_cpp_memory(tiny_model_dir, tmp_path):
+    copies = []
+    for name in ("full-a", "full-b"):  # two "fully fine-tuned" models: folders of their own weights
+        folder = tmp_path / name
+        folder.mkdir()
+        for item in tiny_model_dir.iterdir():
+            (folder / item.name).symlink_to(item)
+        copies.append(Weights("full", folder))
+    engine = Engine(device="cpu", cpu_backend="llamacpp", cache_bytes=1)  # room for the newest only
+    prompt = render_generation_prompt(engine.tokenizer(copies[0]), [{"role": "user", "content": "red"}])
+    first = engine.submit(copies[0], [prompt], SamplingParams(max_tokens=2, temperature=0)).collect()[0].text
+    assert engine.backend(copies[0]).startswith("llama.cpp")
+    decoder = engine._cached[copies[0].folder].decoder
+    assert engine.submit(copies[1], [prompt], SamplingParams(max_tokens=2, temperature=0)).collect()[0].text == first
+    assert engine.cached() == [copies[1].folder] and decoder._ctx is None  # evicted, and its context freed
+    engine.close()
