@@ -66,3 +66,19 @@ def test_n_with_a_seed_gives_the_same_choices_again_and_streaming_gives_the_same
         for choice in chunk.choices:
             streamed[choice.index] = streamed.get(choice.index, "") + choice.text
     assert [streamed[i] for i in range(3)] == first
+
+
+def test_a_request_asking_more_than_one_may_is_refused_and_others_are_served(client):
+    """2,000 prompts x n=128 (256,000 completions from a few KB) would occupy the shared engine for
+    minutes: refused before anything runs, naming what to lower."""
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=TINY_MODEL, prompt=["Hello"] * 2000, n=128, max_tokens=1)
+    assert caught.value.body["param"] == "n" and "at most 128" in caught.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model=TINY_MODEL, prompt=["Hello"] * 200, max_tokens=1)
+    assert caught.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as caught:  # 100 completions of ~3,000 tokens: within the count, not the tokens
+        client.chat.completions.create(model=TINY_MODEL, messages=[{"role": "user", "content": "hi " * 2000}], n=100,
+                                       max_tokens=1000)
+    assert caught.value.body["param"] == "max_tokens" and caught.value.body["code"] == "request_too_large"
+    assert client.completions.create(model=TINY_MODEL, prompt=["Hello"] * 64, n=2, max_tokens=1).choices

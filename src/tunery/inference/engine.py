@@ -38,6 +38,7 @@ from tunery.inference.types import (
     ContextLengthExceeded,
     Delta,
     Finished,
+    RequestTooLarge,
     SamplingParams,
     Stream,
     TokenLogprob,
@@ -50,6 +51,10 @@ from tunery.weights import Weights
 log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 1024  # when a request names no limit (the context window still bounds it)
 MAX_BATCH = 32  # sequences decoded together per base model; more wait for a free slot
+# What one request may ask of the engine every organization shares: completions (prompts x n), and
+# tokens (each completion's prompt and the most it may generate).
+MAX_SEQUENCES_PER_REQUEST = 128
+MAX_TOKENS_PER_REQUEST = 1 << 18
 CPU_BACKENDS = ("auto", "llamacpp", "torch")
 AnyDecoder = Decoder | GenericDecoder | LlamaCppDecoder
 AnyAdapter = Adapter | GenericAdapter | LlamaCppAdapter
@@ -145,11 +150,20 @@ class Engine:
 
     def submit(self, weights: Weights, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> Stream:
         """Generate n completions of each prompt (indexes prompt * n + choice). Raises
-        ContextLengthExceeded or UnsupportedModel before anything runs."""
+        ContextLengthExceeded, RequestTooLarge or UnsupportedModel before anything runs."""
         if not runs(self._config(weights.folder)):
             raise UnsupportedModel(f"{weights.folder.name}: transformers has no causal language model for "
                                    f"model_type {self._config(weights.folder).get('model_type')!r}")
         context = self.context_length(weights)
+        if len(prompts) * n > MAX_SEQUENCES_PER_REQUEST:
+            raise RequestTooLarge(f"{len(prompts)} prompt(s) x n={n} asks for {len(prompts) * n} completions; one "
+                                  f"request may ask for at most {MAX_SEQUENCES_PER_REQUEST}.",
+                                  "n" if n > 1 else "prompt")
+        tokens = n * sum(len(p) + (params.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, context - len(p)))) for p in prompts)
+        if tokens > MAX_TOKENS_PER_REQUEST:
+            raise RequestTooLarge(f"This request asks for up to {tokens} prompt and completion tokens over its "
+                                  f"{len(prompts) * n} completions; one request may ask for at most "
+                                  f"{MAX_TOKENS_PER_REQUEST}: lower max_tokens or n.", "max_tokens")
         sequences, stream = [], Stream(len(prompts) * n)
         for p, prompt in enumerate(prompts):
             max_tokens = params.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, context - len(prompt)))

@@ -16,6 +16,15 @@ class UnsupportedModel(ValueError):
     """The serving engine does not run this architecture."""
 
 
+class RequestTooLarge(ValueError):
+    """One request asks more of the engine (which every organization shares) than one may; the
+    message says what, and `param` which parameter to lower."""
+
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     max_tokens: int | None = None

@@ -14,7 +14,7 @@ from tunery.data.render import render_generation_prompt
 from tunery.data.tools import TOOL_CALL_OPEN, parse_tool_calls, template_renders_tools
 from tunery.errors import InvalidRequest
 from tunery.ids import new_id, now
-from tunery.inference.types import ContextLengthExceeded, Delta, Finished, Stream, UnsupportedModel
+from tunery.inference.types import ContextLengthExceeded, Delta, Finished, RequestTooLarge, Stream, UnsupportedModel
 from tunery.inference.types import TokenLogprob as EngineLogprob
 from tunery.protocol.chat import (
     ChatChoice,
@@ -186,6 +186,8 @@ class ChatService:
             return self.engine.submit(weights, prompts, params, n)
         except ContextLengthExceeded as exc:
             raise InvalidRequest(str(exc), param=param, code="context_length_exceeded") from None
+        except RequestTooLarge as exc:
+            raise InvalidRequest(str(exc), param=exc.param, code="request_too_large") from None
         except UnsupportedModel as exc:
             raise InvalidRequest(str(exc), param="model", code="model_not_supported") from None
 
