@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import httpx
 import openai
 import pytest
 
@@ -79,3 +80,36 @@ def test_a_file_failing_the_models_checks_fails_the_job_naming_the_line(client):
         assert job.status == "failed" and job.fine_tuned_model is None
         assert (job.error.code, job.error.param) == ("invalid_training_file", param)
         assert "line 5" in job.error.message and "nothing_to_train" in job.error.message
+
+
+@pytest.mark.parametrize("raw, param", [
+    ('{"learning_rate_multiplier": NaN}', "hyperparameters.learning_rate_multiplier"),
+    ('{"learning_rate_multiplier": Infinity}', "hyperparameters.learning_rate_multiplier"),
+    ('{"learning_rate_multiplier": 1e309}', "hyperparameters.learning_rate_multiplier"),
+    ('{"learning_rate_multiplier": 1e308}', "hyperparameters.learning_rate_multiplier"),
+    ('{"learning_rate_multiplier": 1e-300}', "hyperparameters.learning_rate_multiplier"),
+    ('{"n_epochs": true}', "hyperparameters.n_epochs"),
+    ('{"n_epochs": "3"}', "hyperparameters.n_epochs"),
+    ('{"batch_size": 2.5}', "hyperparameters.batch_size"),
+])
+def test_hyperparameters_that_are_no_sensible_number_are_refused_naming_the_field(client, raw, param):
+    training_file = upload(client).id
+    body = f'{{"model": "{TINY_MODEL}", "training_file": "{training_file}", "hyperparameters": {raw}}}'
+    with pytest.raises(openai.BadRequestError) as caught:  # raw JSON: the SDK would not send NaN or 1e309
+        client.post("/fine_tuning/jobs", cast_to=httpx.Response, content=body.encode(),
+                    options={"headers": {"Content-Type": "application/json"}})
+    assert caught.value.body["param"] == param and caught.value.body["type"] == "invalid_request_error"
+
+
+def test_top_level_hyperparameters_that_disagree_with_the_methods_are_refused(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client).id, hyperparameters={"n_epochs": 2},
+                                       method={"type": "supervised", "supervised": {"hyperparameters": {"n_epochs": 3}}})
+    assert caught.value.body["param"] == "hyperparameters"
+
+
+def test_a_body_that_is_no_json_names_no_param(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.post("/fine_tuning/jobs", cast_to=httpx.Response, content=b'{"model": "x", ',
+                    options={"headers": {"Content-Type": "application/json"}})
+    assert caught.value.body["param"] is None and "JSON" in caught.value.body["message"]

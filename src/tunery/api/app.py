@@ -49,11 +49,25 @@ def _tunery_error(_request: Request, exc: TuneryError) -> JSONResponse:
 
 
 def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-    first = exc.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
-    param = ".".join(location) or None
-    message = f"Invalid value for '{param}': {first.get('msg')}" if param else str(first.get("msg"))
+    errors = exc.errors()
+    if errors[0].get("type") == "json_invalid":  # its location is a character offset, no parameter
+        return _tunery_error(_request, InvalidRequest(
+            f"We could not parse the JSON body of your request ({errors[0].get('msg')}).", param=None))
+    param = _param(errors[0]) or None
+    # A union's members each fail apart ("Input should be 'auto'", "... a valid integer"): said together.
+    said = list(dict.fromkeys(str(e.get("msg")) for e in errors if (_param(e) or None) == param))
+    message = f"Invalid value for '{param}': {'; or '.join(said)}" if param else "; ".join(said)
     return _tunery_error(_request, InvalidRequest(message, param=param))
+
+
+def _param(error: dict) -> str:
+    """The parameter's dotted name, without the parts pydantic adds for a union's members
+    ("literal['auto']", "int", a model's class name)."""
+    parts = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    return ".".join(p for p in parts if not (p in PYDANTIC_TYPE_TAGS or "[" in p or p[:1].isupper()))
+
+
+PYDANTIC_TYPE_TAGS = {"int", "float", "str", "bool", "none", "bytes"}
 
 
 def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 # "paused" is what OpenAI's service reports for a paused job; the SDK's Literal lacks it.
 JobStatus = Literal["validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
@@ -20,11 +20,12 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n_epochs: Union[Auto, int, None] = Field(default=None, description="1-50 or auto")
-    batch_size: Union[Auto, int, None] = Field(default=None, description="1-256 or auto")
-    learning_rate_multiplier: Union[Auto, float, None] = Field(default=None, description="> 0 or auto")
+    # Strict numbers, as OpenAI's API: true is no epoch count and "3" is no number.
+    n_epochs: Union[Auto, StrictInt, None] = Field(default=None, description="1-50 or auto")
+    batch_size: Union[Auto, StrictInt, None] = Field(default=None, description="1-256 or auto")
+    learning_rate_multiplier: Union[Auto, StrictFloat, StrictInt, None] = Field(default=None, description="> 0 or auto")
     training_type: Literal["lora", "full"] | None = None
-    prompt_loss_weight: float | None = None
+    prompt_loss_weight: Union[StrictFloat, StrictInt, None] = None
 
 
 class SupervisedMethod(BaseModel):

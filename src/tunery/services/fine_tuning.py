@@ -39,6 +39,7 @@ from tunery.training.methods import METHODS, WRONG_FORMAT, format_problem
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
 HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
+LEARNING_RATE_MULTIPLIER_RANGE = (1e-4, 100.0)  # beyond it a run diverges or never moves: surely a mistake
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as OpenAI
 MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
 FINISHED = {"succeeded", "failed", "cancelled"}
@@ -221,6 +222,10 @@ def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
                              f"{sorted(METHODS)}.", param="method.type")
     given = request.hyperparameters
     if method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
+        if given is not None and given != method.supervised.hyperparameters:
+            raise InvalidRequest("hyperparameters and method.supervised.hyperparameters disagree; give them in "
+                                 "method.supervised.hyperparameters only (the top-level field is deprecated).",
+                                 param="hyperparameters")
         given = method.supervised.hyperparameters
     values = (given or Hyperparameters()).model_dump()
     for key, (low, high) in HYPERPARAMETER_RANGES.items():
@@ -228,8 +233,9 @@ def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
         if value not in (None, "auto") and not low <= value <= high:
             raise InvalidRequest(f"{key} must be between {low} and {high}, or 'auto'.", param=f"hyperparameters.{key}")
     multiplier = values.get("learning_rate_multiplier")
-    if multiplier not in (None, "auto") and multiplier <= 0:
-        raise InvalidRequest("learning_rate_multiplier must be positive, or 'auto'.",
+    low, high = LEARNING_RATE_MULTIPLIER_RANGE
+    if multiplier not in (None, "auto") and not low <= multiplier <= high:  # NaN and infinities fail this too
+        raise InvalidRequest(f"learning_rate_multiplier must be between {low:g} and {high:g}, or 'auto'.",
                              param="hyperparameters.learning_rate_multiplier")
     weight = values.get("prompt_loss_weight")
     if weight is not None and not 0 <= weight <= 1:
