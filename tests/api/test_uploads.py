@@ -67,3 +67,62 @@ def test_an_upload_without_a_file_part_or_purpose_is_a_400(small_limit_server):
                           files={"other": ("x.jsonl", b"{}")}, headers={"Authorization": f"Bearer {TEST_KEY}"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "file"
     assert leftovers(small_limit_server) == []
+
+
+def form(boundary: str, parts: list[tuple[str, bytes]], *, close: bool = True) -> bytes:
+    """A multipart body from (part headers, content) pairs."""
+    body = b"".join(f"--{boundary}\r\n{headers}\r\n\r\n".encode("utf-8", "surrogateescape") + content + b"\r\n"
+                    for headers, content in parts)
+    return body + (f"--{boundary}--\r\n".encode() if close else b"")
+
+
+FILE = 'Content-Disposition: form-data; name="file"; filename="marv.jsonl"'
+PURPOSE = ('Content-Disposition: form-data; name="purpose"', b"fine-tune")
+
+
+@pytest.mark.parametrize("case", ["wrong boundary", "garbage", "long filename", "long part header",
+                                  "non-utf8 filename", "two file parts", "no closing boundary"])
+def test_a_malformed_form_is_a_400_and_nothing_is_kept(small_limit_server, case):
+    boundary = uuid.uuid4().hex
+    content_type = f"multipart/form-data; boundary={boundary}"
+    bodies = {
+        "wrong boundary": form("another" + boundary, [PURPOSE, (FILE, MARV)]),
+        "garbage": bytes(range(256)) * 40,
+        "long filename": form(boundary, [PURPOSE, (FILE.replace("marv", "m" * 5000), MARV)]),
+        "long part header": form(boundary, [PURPOSE, (FILE + "\r\nX-Padding: " + "x" * 20_000, MARV)]),
+        "non-utf8 filename": form(boundary, [PURPOSE, (FILE.replace("marv", "\udcff\udcfe"), MARV)]),
+        "two file parts": form(boundary, [PURPOSE, (FILE, MARV), (FILE, MARV)]),
+        "no closing boundary": form(boundary, [PURPOSE, (FILE, MARV)], close=False),
+    }
+    response = httpx.post(f"{small_limit_server.base_url}/files", content=bodies[case],
+                          headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": content_type})
+    assert response.status_code == 400, (case, response.status_code, response.text)
+    assert response.json()["error"]["param"] == "file" and response.json()["error"]["type"] == "invalid_request_error"
+    assert small_limit_server.client().files.list().data == [] and leftovers(small_limit_server) == []
+
+
+def test_many_fields_beside_the_file_count_toward_the_limit(small_limit_server):
+    boundary = uuid.uuid4().hex
+
+    def body():  # thousands of small non-file fields, chunked: no length to refuse it by
+        yield form(boundary, [PURPOSE], close=False)
+        for i in range(20_000):
+            yield form(boundary, [(f'Content-Disposition: form-data; name="f{i}"', b"x" * 1000)], close=False)
+        yield form(boundary, [(FILE, MARV)])
+
+    response = httpx.post(f"{small_limit_server.base_url}/files", content=body(), timeout=60,
+                          headers={"Authorization": f"Bearer {TEST_KEY}",
+                                   "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 413 and leftovers(small_limit_server) == [], response.text
+
+
+def test_a_json_body_over_the_limit_is_a_413(small_limit_server):
+    from tunery.api.app import MAX_BODY_BYTES
+
+    huge = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"a" * MAX_BODY_BYTES + b'"}]}'
+    headers = {"Authorization": f"Bearer {TEST_KEY}", "Content-Type": "application/json"}
+    declared = httpx.post(f"{small_limit_server.base_url}/chat/completions", content=huge, headers=headers)
+    streamed = httpx.post(f"{small_limit_server.base_url}/chat/completions", headers=headers, timeout=60,
+                          content=(huge[i:i + (1 << 20)] for i in range(0, len(huge), 1 << 20)))  # chunked
+    for response in (declared, streamed):
+        assert response.status_code == 413 and response.json()["error"]["type"] == "invalid_request_error", response.text

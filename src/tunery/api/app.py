@@ -15,7 +15,7 @@ from tunery import __version__
 from tunery import console
 from tunery.api.routes import chat, completions, files, fine_tuning, models, tunery
 from tunery.config import Settings
-from tunery.errors import InvalidRequest, TuneryError
+from tunery.errors import InvalidRequest, TooLarge, TuneryError
 from tunery.services.container import Container
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(TuneryError, _tunery_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(BodyLimit)
     app.add_middleware(FaultBarrier)
     app.add_middleware(SecurityHeaders)
     return app
@@ -70,10 +71,71 @@ def _param(error: dict) -> str:
 PYDANTIC_TYPE_TAGS = {"int", "float", "str", "bool", "none", "bytes"}
 
 
-def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if request.scope.get("state", {}).get("body_too_large"):
+        return _body_too_large()
     error = TuneryError(str(exc.detail))
     error.status_code, error.error_type = exc.status_code, "invalid_request_error"
     return JSONResponse(error.envelope(), status_code=exc.status_code)
+
+
+MAX_BODY_BYTES = 16 << 20  # any request body but a multipart upload (bounded by TUNERY_MAX_UPLOAD_BYTES)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """A request body (JSON) is refused with 413 once it passes MAX_BODY_BYTES: before reading
+    when Content-Length says so, else the moment the bytes received pass it. Multipart uploads
+    stream to disk under their own limit (api/uploads.py)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
+        if scope["type"] != "http" or headers.get(b"content-type", b"").startswith(b"multipart/form-data"):
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await self._refuse(scope, receive, send)
+            return
+        received, started = 0, False
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    # FastAPI turns a failure while it reads a body into a 400: _http_error looks here.
+                    scope.setdefault("state", {})["body_too_large"] = True
+                    raise _BodyTooLarge
+            return message
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, send_tracked)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._refuse(scope, receive, send)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await _body_too_large()(scope, receive, send)
+
+
+def _body_too_large() -> JSONResponse:
+    return JSONResponse(TooLarge(f"The request body is larger than the limit of {MAX_BODY_BYTES} bytes.").envelope(),
+                        status_code=413)
 
 
 class SecurityHeaders:
