@@ -175,6 +175,20 @@ def train_tiny(tiny_model_dir) -> Callable:
 
 
 @pytest.fixture(scope="session")
+def architecture_adapters(tiny_architectures, train_tiny, tmp_path_factory) -> dict[str, Path]:
+    """A LoRA adapter trained on the colour task for each tiny architecture, by name."""
+    root = tmp_path_factory.mktemp("arch-adapters")
+    folders = {}
+    for name, base in tiny_architectures.items():
+        recipe, result = train_tiny(base_model=str(base), n_epochs=30)
+        folders[name] = root / name
+        folders[name].mkdir()
+        recipe.save_checkpoint(folders[name], result.history[-1])
+        recipe.cleanup()
+    return folders
+
+
+@pytest.fixture(scope="session")
 def browser():
     """Headless Chromium (Debian's `chromium`) driven by Playwright; the tests that need it are
     skipped, saying why, where either is missing."""

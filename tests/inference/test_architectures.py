@@ -23,17 +23,8 @@ ARCHITECTURES = ["llama3", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_architectures, train_tiny, tmp_path_factory):
-    """A LoRA adapter trained on the colour task for each architecture."""
-    root = tmp_path_factory.mktemp("arch-adapters")
-    folders = {}
-    for name, base in tiny_architectures.items():
-        recipe, result = train_tiny(base_model=str(base), n_epochs=30)
-        folders[name] = root / name
-        folders[name].mkdir()
-        recipe.save_checkpoint(folders[name], result.history[-1])
-        recipe.cleanup()
-    return folders
+def adapters(architecture_adapters):
+    return architecture_adapters
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

@@ -31,17 +31,8 @@ def close(served: torch.Tensor, expected: torch.Tensor) -> bool:
 
 
 @pytest.fixture(scope="module")
-def adapters(tiny_architectures, train_tiny, tmp_path_factory):
-    """A LoRA adapter trained on the colour task for each architecture llama.cpp serves."""
-    root = tmp_path_factory.mktemp("gguf-adapters")
-    folders = {}
-    for name in GGUF_ARCHITECTURES:
-        recipe, result = train_tiny(base_model=str(tiny_architectures[name]), n_epochs=30)
-        folders[name] = root / name
-        folders[name].mkdir()
-        recipe.save_checkpoint(folders[name], result.history[-1])
-        recipe.cleanup()
-    return folders
+def adapters(architecture_adapters):
+    return architecture_adapters
 
 
 @pytest.mark.parametrize("name", GGUF_ARCHITECTURES)
