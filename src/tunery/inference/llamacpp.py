@@ -11,7 +11,8 @@ sampling, penalties, logprobs, stop sequences, streams, the adapter cache):
   GGUF and faster for several and for prompts; q4_0 decodes ~1.4x faster again and kept
   bench/quality.py's scores on SmolLM2, but rounds float weights to 4 bits (opt-in);
 - one llama.cpp context whose KV cache every sequence shares (a sequence id per engine slot);
-- each LoRA adapter converted once to llama.cpp's GGUF LoRA format. llama.cpp applies adapters
+- each LoRA adapter converted to llama.cpp's GGUF LoRA format as it is loaded (~0.1 s; the file
+  goes once llama.cpp has read it). llama.cpp applies adapters
   per context, so a step runs one llama_decode per adapter among its rows (rows of one adapter,
   or of the base, are decoded together);
 - a prompt that begins as a sequence already in the cache begins (same adapter: a system prompt,
@@ -21,6 +22,7 @@ sampling, penalties, logprobs, stop sequences, streams, the adapter cache):
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import importlib.util
 import json
@@ -44,6 +46,7 @@ _BACKEND = threading.Lock()
 _started = False
 
 
+@functools.cache  # asked on every request (Engine.context_length): the answer cannot change in a process
 def installed() -> bool:
     """Whether llama-cpp-python is importable (it is compiled at install: `pip install -e '.[cpu]'`)."""
     return importlib.util.find_spec("llama_cpp") is not None
