@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from tests.helpers import COLOR_EXAMPLES, SCREENSHOTS, TINY_MODEL, Server, cancel_active_jobs, server_factory
+from tests.helpers import (COLOR_EXAMPLES, SCREENSHOTS, TINY_MODEL, PostgresCluster, Server, cancel_active_jobs,
+                           server_factory)
 from tunery.catalog import _embedded_gguf
 from tunery.cli.common import quiet_libraries
 
@@ -28,6 +29,33 @@ quiet_libraries()  # as `tunery` does, before transformers is imported
 @pytest.fixture(autouse=True)
 def _isolated_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNERY_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(tmp_path_factory) -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the session; the tests that need it are skipped, saying
+    why, where PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does)."""
+    import tempfile as _tempfile
+
+    # A short folder of its own: the server's Unix socket path must stay under 107 characters.
+    cluster = PostgresCluster.find(Path(_tempfile.mkdtemp(prefix="tunery-pg-")))
+    if cluster is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql); its tests need initdb and pg_ctl")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(cluster.root, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, monkeypatch) -> str:
+    """Each database tunery runs on, for the test and every process it starts (TUNERY_DATABASE_URL):
+    the data directory's SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        monkeypatch.delenv("TUNERY_DATABASE_URL", raising=False)
+        return "sqlite"
+    url = request.getfixturevalue("postgres_cluster").new_database()
+    monkeypatch.setenv("TUNERY_DATABASE_URL", url)
+    return url
 
 
 @pytest.fixture(scope="session")

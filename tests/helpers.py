@@ -173,3 +173,53 @@ def server_factory(root: Path):
         return server
 
     return start, servers
+
+
+class PostgresCluster:
+    """A throwaway PostgreSQL server from PostgreSQL's own binaries (initdb, pg_ctl) in `root`,
+    listening on a free local port with trust authentication; as root the server runs as the
+    `postgres` user (PostgreSQL refuses to run as root). Unavailable (None from find()) where
+    PostgreSQL is not installed: Debian's package puts its binaries in /usr/lib/postgresql/N/bin."""
+
+    def __init__(self, bin_dir: Path, root: Path):
+        self.bin_dir, self.root = bin_dir, root
+        self.data = root / "cluster"
+        self.port = free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres", "postgres")
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
+        options = f"-p {self.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(root / "server.log"), "-o", options, "-w", "start")
+        self._databases = 0
+
+    @staticmethod
+    def find(root: Path) -> PostgresCluster | None:
+        candidates = [Path(p).parent for p in [shutil.which("initdb")] if p]
+        candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), reverse=True)
+        for bin_dir in candidates:
+            if (bin_dir / "initdb").exists() and (bin_dir / "pg_ctl").exists():
+                return PostgresCluster(bin_dir, root)
+        return None
+
+    def _run(self, program: str, *args: str) -> None:
+        command = [str(self.bin_dir / program), *args]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        subprocess.run(command, check=True, capture_output=True, cwd=self.root)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """The URL of a new, empty database of its own."""
+        import psycopg
+
+        self._databases += 1
+        name = f"tunery_{os.getpid()}_{self._databases}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")

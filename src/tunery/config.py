@@ -10,13 +10,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file, unless TUNERY_MAX_UPLOAD_BYTES says otherwise
+WORKER_DEVICES = ("cpu", "cuda")  # what a job may ask for (metadata tunery_device) and a worker trains on
 MODEL_CACHE_MB = 2048  # fine-tuned weights kept in memory for serving, unless TUNERY_MODEL_CACHE_MB says otherwise
+KV_CACHE_MB = 1024  # the KV cache of each model served, at most, unless TUNERY_KV_CACHE_MB says otherwise
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNERY_")
 
-    data_dir: Path = Path(".tunery")  # SQLite database, uploaded files, models; everything stateful
+    data_dir: Path = Path(".tunery")  # uploaded files, models, the SQLite database; everything stateful
+    # The jobs, files and models tables: the SQLite file in the data directory unless this names a
+    # PostgreSQL server ("postgresql+psycopg://user:password@host/db"), shared by workers on many machines.
+    database_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None  # when set, accepted as organization "default"'s key
@@ -25,12 +30,36 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.5  # how often an idle worker looks for a job
     max_upload_bytes: int = MAX_UPLOAD_BYTES  # refused with 413 while the upload streams in
     warm_up: bool = True  # convert the embedded model when a worker starts, not at the first job
-    job_lease_seconds: float = 120.0  # a running job whose worker is silent this long is requeued
+    # A worker beats every worker_heartbeat_seconds, from a thread (model loads and validation too);
+    # a job whose worker is silent for job_lease_seconds is taken over, within lease + poll seconds.
+    job_lease_seconds: float = 25.0
+    worker_heartbeat_seconds: float = 5.0
+    job_max_attempts: int = 3  # a job whose worker died this many times fails instead of being taken over again
+    worker_device: str | None = None  # what `tunery workers` shows and claims follow: cpu | cuda (default: TUNERY_DEVICE's)
     inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     cpu_backend: str = "auto"  # CPU serving: "auto" (llama.cpp when installed and the model converts to GGUF), "llamacpp", "torch"
     gguf_type: str = "auto"  # llama.cpp's weights: "auto" (q8_0), "q8_0", "q4_0", "q4_1", "f16"
     model_cache_mb: int = MODEL_CACHE_MB  # fine-tuned weights (adapters, full models) kept in memory, LRU
+    # The KV cache of each model served (llama.cpp's allocated at once, the torch decoder's grown as needed and
+    # shrunk when idle): sequences beyond it wait, and the context served is at most what it holds for one.
+    kv_cache_mb: int = KV_CACHE_MB
     model_aliases: str = ""  # "gpt-4o-mini-2024-07-18=Qwen/Qwen2.5-0.5B-Instruct,...": names that stand for models
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_usable(cls, url: str | None) -> str | None:
+        if url:
+            from tunery.storage.db import engine_url
+
+            engine_url(url)  # DatabaseError (a ValueError) naming what is wrong
+        return url or None
+
+    @field_validator("worker_device")
+    @classmethod
+    def _worker_device_known(cls, device: str | None) -> str | None:
+        if device is not None and device not in WORKER_DEVICES:
+            raise ValueError(f"{device!r} is not a worker device: use one of {', '.join(WORKER_DEVICES)}")
+        return device
 
     @field_validator("model_aliases")
     @classmethod
@@ -39,8 +68,9 @@ class Settings(BaseSettings):
         return text
 
     @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.data_dir.resolve() / 'tunery.db'}"
+    def database(self) -> str:
+        """The SQLAlchemy URL of the database: TUNERY_DATABASE_URL, or the data directory's SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'tunery.db'}"
 
 
 def parse_aliases(text: str) -> dict[str, str]:

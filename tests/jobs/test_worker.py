@@ -1,5 +1,6 @@
-"""The worker in-process on a real database and the tiny model: status transitions, a job that
-fails with OpenAI's error object, and a cancelled job that leaves no model behind."""
+"""The worker in-process on each real database (SQLite, PostgreSQL) and the tiny model: status
+transitions, a job that fails with OpenAI's error object, a cancelled job that leaves no model
+behind, a job handed back and continued."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tunery.services.container import Container
 
 
 @pytest.fixture
-def setup(tiny_model_dir):
+def setup(tiny_model_dir, database):
     settings = Settings(warm_up=False, worker_poll_seconds=0.05)
     shutil.copytree(tiny_model_dir, settings.data_dir / "base_models" / TINY_MODEL)
     container = Container(settings)
@@ -76,8 +77,7 @@ def test_job_cancelled_while_its_files_are_validated_stays_cancelled(setup):
 def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
     container, worker, org, training_file = setup
     job = create_job(container, org, training_file, n_epochs=50, batch_size=1)
-    stop = threading.Event()
-    thread = threading.Thread(target=worker.run_forever, args=(stop,))
+    thread = threading.Thread(target=worker.run_forever)
     thread.start()
     try:
         deadline = time.time() + 60
@@ -89,7 +89,7 @@ def test_cancelling_a_running_job_stops_it_and_registers_no_model(setup):
             assert time.time() < deadline, "cancel was not honoured"
             time.sleep(0.05)
     finally:
-        stop.set()
+        worker.stop()
         thread.join()
     cancelled = container.jobs.retrieve(org.id, job.id)
     assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None

@@ -12,7 +12,7 @@ from tunery.services.container import Container
 from tunery.services.fine_tuning import MAX_ACTIVE_JOBS
 
 
-def test_too_many_active_jobs_answer_429_until_one_ends():
+def test_too_many_active_jobs_answer_429_until_one_ends(database):
     container = Container(Settings(warm_up=False))
     org = container.organizations.repo.ensure("default")
     file = container.files.create(org.id, "marv.jsonl", "fine-tune", [MARV])

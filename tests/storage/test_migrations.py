@@ -13,8 +13,8 @@ from tunery.storage.db import Database, alembic_config
 from tunery.storage.tables import Base
 
 
-def test_migrations_match_the_tables_and_are_idempotent(tmp_path):
-    database = Database(f"sqlite:///{tmp_path / 'tunery.db'}")
+def test_migrations_match_the_tables_and_are_idempotent(tmp_path, database):
+    database = Database(f"sqlite:///{tmp_path / 'tunery.db'}" if database == "sqlite" else database)
     database.create_schema()
     database.create_schema()  # a second start changes nothing
     with database.engine.connect() as connection:

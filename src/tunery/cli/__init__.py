@@ -12,6 +12,7 @@ app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_ar
                   pretty_exceptions_enable=False, add_completion=False)
 app.command()(serve.serve)
 app.command()(serve.worker)
+app.command()(serve.workers)
 app.command()(data.validate)
 app.command("prepare-data")(data.prepare_data)
 app.add_typer(keys.app, name="keys")

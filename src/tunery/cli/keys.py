@@ -21,7 +21,7 @@ app = typer.Typer(help="API keys of organizations (on this server's data directo
 def _repo(data_dir) -> OrgsRepo:
     config = settings(data_dir=data_dir)
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(config.database_url)
+    database = Database(config.database)
     database.create_schema()
     return OrgsRepo(database)
 

@@ -7,7 +7,6 @@ process (`tunery worker`, or beside the API under `tunery serve`), built from th
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
@@ -43,6 +42,10 @@ class JobFailed(Exception):
         self.code, self.message, self.param = code, message, param
 
 
+class LeaseLost(Exception):
+    """Another worker took the job over (this one was silent past its lease): touch nothing of it."""
+
+
 class Worker:
     def __init__(self, container: Container, *, parent_pid: int | None = None):
         """parent_pid: exit (handing any job back to the queue) once that process is gone, as
@@ -51,7 +54,12 @@ class Worker:
         self.settings = container.settings
         self.queue, self.models, self.files, self.catalog = container.queue, container.models, container.files, container.catalog
         self.parent_pid = parent_pid
-        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.host = socket.gethostname()
+        self.worker_id = f"{self.host[:48]}:{os.getpid()}"  # fits jobs.worker_id
+        self.device = self.settings.worker_device or resolve_device(self.settings.device).type
+        self.started_at = time.time()
+        self.stopping = threading.Event()  # set by stop(): the current job hands back at its next step
+        self._job: ClaimedJob | None = None  # the job held now, for the heartbeat thread
 
     def warm_up(self) -> None:
         """Load the training libraries and convert the embedded base model now, before any job is
@@ -60,31 +68,93 @@ class Worker:
         if self.settings.warm_up and self.catalog.exists(EMBEDDED_MODEL):
             self.catalog.path(EMBEDDED_MODEL)
 
-    def run_forever(self, stop: threading.Event | None = None) -> None:
-        stop = stop or threading.Event()
-        log.info("worker %s waiting for jobs", self.worker_id)
-        while not stop.is_set() and self._parent_alive():
-            if not self.run_once():
-                stop.wait(self.settings.worker_poll_seconds)
+    def stop(self) -> None:
+        """Stop soon: the job in hand stops at its next step, is checkpointed and handed back."""
+        self.stopping.set()
+
+    def run_forever(self) -> None:
+        log.info("worker %s (%s) waiting for jobs", self.worker_id, self.device)
+        beating = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
+        beating.start()
+        try:
+            while not self.stopping.is_set() and self._parent_alive():
+                if not self.run_once():
+                    self.stopping.wait(self.settings.worker_poll_seconds)
+        finally:
+            self.stopping.set()
+            beating.join()
+            self.queue.worker_gone(self.worker_id)
 
     def run_once(self) -> bool:
         """Validate one job's files, or else train one job; False when there was nothing to do."""
-        if job := self.queue.claim_validation(self.worker_id):
+        # A worker of this machine that died (killed, out of memory) frees its job at once.
+        self.queue.release_dead_local_workers(self.host, _process_alive)
+        if job := self.queue.claim_validation(self.worker_id, self.device):
             self._guarded(job, self._validate)
             return True
-        if job := self.queue.claim_training(self.worker_id):
+        if job := self.queue.claim_training(self.worker_id, self.device):
             self._guarded(job, self._train)
             return True
         return False
 
+    def _beat_forever(self) -> None:
+        """The worker's heartbeat, from its own thread every few seconds whatever the job is doing
+        (a model load, validation, a long step): its row in the workers table and its job's lease."""
+        while True:
+            job = self._job
+            try:
+                self.queue.worker_beat(self.worker_id, host=self.host, device=self.device,
+                                       job_id=job.id if job else None, started_at=self.started_at)
+                if job is not None:
+                    self.queue.heartbeat(job.id, self.worker_id)
+            except Exception as exc:  # the database unreachable for a moment: the next beat tries again
+                log.warning("heartbeat failed: %s", exc)
+            if self.stopping.wait(self.settings.worker_heartbeat_seconds):
+                return
+
     def _guarded(self, job: ClaimedJob, step: Callable[[ClaimedJob], None]) -> None:
+        self._job = job
         try:
+            if job.taken_over_from is not None and not self._take_over(job):
+                return
             step(job)
+        except LeaseLost:
+            log.warning("job %s was taken over by another worker; this one stopped without writing", job.id)
         except JobFailed as exc:
             self.queue.fail(job.id, self.worker_id, exc.code, exc.message, exc.param)
         except Exception as exc:  # a fault of ours: fail the job, keep the worker alive
             log.error("job %s failed:\n%s", job.id, traceback.format_exc())
             self.queue.fail(job.id, self.worker_id, "server_error", f"The job failed because of an internal error: {exc}")
+        finally:
+            self._job = None
+
+    def _take_over(self, job: ClaimedJob) -> bool:
+        """A job whose worker died holding it: say so and go on (False: it has failed instead,
+        its workers lost job_max_attempts times)."""
+        host = job.taken_over_from.rpartition(":")[0] or job.taken_over_from
+        step = self.queue.last_step(job.id)
+        where = "while validating its files" if step is None else f"at step {step}"
+        if job.crashes >= self.settings.job_max_attempts:
+            self.queue.fail(job.id, self.worker_id, "worker_crashed",
+                            f"The job's worker stopped {job.crashes} times (the last, on {host}, {where}); the job "
+                            f"is not tried again. The worker may have run out of memory: a smaller batch_size, "
+                            f"shorter examples or a smaller model may fit.")
+            return False
+        checkpoint = self.models.last_checkpoint_step(job.id)
+        going_on = ("continuing from the checkpoint at step {}".format(checkpoint) if checkpoint is not None
+                    else "starting again" if step is not None else "validating again")
+        self._event(job, f"The worker on {host} stopped {where}; {going_on} (attempt {job.crashes + 1} of "
+                         f"{self.settings.job_max_attempts})", level="warn")
+        return True
+
+    def _event(self, job: ClaimedJob, message: str, **kind) -> None:
+        """An event on the job, written only while this worker holds it."""
+        self.queue.event(job.id, message, worker_id=self.worker_id, **kind)
+
+    def _hold(self, job: ClaimedJob) -> None:
+        """Raise LeaseLost unless this worker still holds the job: checked before writing files."""
+        if self.queue.state(job.id, self.worker_id) is None:
+            raise LeaseLost(job.id)
 
     # validating_files -> queued ------------------------------------------------------------------
     def _validate(self, job: ClaimedJob) -> None:
@@ -94,7 +164,7 @@ class Worker:
         self._fetch(job)
         for param, file_id in _files(job):
             label = param.replace("_", " ")
-            self.queue.event(job.id, f"Validating {label}: {file_id}")
+            self._event(job, f"Validating {label}: {file_id}")
             checked = self.catalog.check_file(job.base_model, self._file(job, param))
             report, stats = checked.report, checked.stats
             if job.classification and report.format != "prompt_completion":
@@ -106,7 +176,7 @@ class Worker:
                 raise JobFailed("invalid_training_file", f"The {label} {file_id} is invalid: {report.errors[0]}", param)
             if stats.too_long:
                 first = next((w for w in report.warnings if w.code == TOO_LONG), None)
-                self.queue.event(job.id, f"{stats.too_long} examples of the {label} are longer than the model's "
+                self._event(job, f"{stats.too_long} examples of the {label} are longer than the model's "
                                  f"context of {stats.context_length} tokens and will be truncated"
                                  + (f" (first: {first})" if first else ""), level="warn")
         self.queue.validated(job.id, self.worker_id)  # unless cancelled or paused meanwhile
@@ -115,40 +185,22 @@ class Worker:
         if self.catalog.exists(job.base_model):
             return
         name = job.base_model
-        self.queue.event(job.id, f"Downloading {name} from the Hugging Face hub")
+        self._event(job, f"Downloading {name} from the Hugging Face hub")
 
         def progress(done: int, total: int) -> None:
-            self.queue.event(job.id, f"Downloading {name}: {done / max(total, 1):.0%} of {total / 1e6:,.0f} MB")
+            self._event(job, f"Downloading {name}: {done / max(total, 1):.0%} of {total / 1e6:,.0f} MB")
 
         try:
-            with self._lease_kept(job):  # a download may be silent for long (listing the files, a slow start)
-                self.catalog.fetch(name, progress)
+            self.catalog.fetch(name, progress)
         except (HubError, UnknownModel) as exc:
             raise JobFailed("model_not_found", str(exc), "model") from None
-        self.queue.event(job.id, f"Downloaded {name}")
-
-    @contextlib.contextmanager
-    def _lease_kept(self, job: ClaimedJob) -> Iterator[None]:
-        """Heartbeats for the job from a thread while the body runs, a few per lease."""
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(self.settings.job_lease_seconds / 4):
-                self.queue.heartbeat(job.id, self.worker_id)
-
-        beating = threading.Thread(target=beat, name=f"lease-{job.id}", daemon=True)
-        beating.start()
-        try:
-            yield
-        finally:
-            done.set()
-            beating.join()
+        self._event(job, f"Downloaded {name}")
 
     # queued -> running -> succeeded, or stopped (paused, cancelled, queued again) ----------------
     def _train(self, job: ClaimedJob) -> None:
         method = METHODS[job.method]
         resume = self.models.resume_point(job.id)
-        self.queue.event(job.id, "Fine-tuning job started" if resume is None else
+        self._event(job, "Fine-tuning job started" if resume is None else
                          f"Fine-tuning job continues from its checkpoint at step {resume.step}")
         examples = load_examples(self._file(job, "training_file"))
         valid = load_examples(self._file(job, "validation_file")) if job.validation_file else None
@@ -169,18 +221,19 @@ class Worker:
         started, first_step = time.time(), resume.step if resume else 0
 
         def on_step(m: Metrics) -> bool:
-            self.queue.event(job.id, m.message(), type="metrics", data=m.as_data())
+            self._event(job, m.message(), type="metrics", data=m.as_data())
             wandb.log(m.as_data(), step=m.step)
             per_step = (time.time() - started) / (m.step - first_step)
             finish = int(time.time() + per_step * (m.total_steps - m.step))
-            return self._parent_alive() and self.queue.heartbeat(job.id, self.worker_id, estimated_finish=finish)
+            return (not self.stopping.is_set() and self._parent_alive()
+                    and self.queue.heartbeat(job.id, self.worker_id, estimated_finish=finish))
 
         def on_epoch_end(m: Metrics) -> None:
             if classify is not None:
                 epoch_metrics[m.step] = classify(recipe)
                 shown = ", ".join(f"{k.removeprefix(classification.PREFIX)}={v:.3f}" for k, v in epoch_metrics[m.step].items())
                 # A message, not a metrics event: clients read train_loss from every metrics event.
-                self.queue.event(job.id, f"Classification metrics at step {m.step}: {shown}",
+                self._event(job, f"Classification metrics at step {m.step}: {shown}",
                                  data={"step": m.step, **epoch_metrics[m.step]})
                 wandb.log(epoch_metrics[m.step], step=m.step)
             self._checkpoint(job, output, recipe, m)
@@ -198,17 +251,19 @@ class Worker:
             wandb.finish(exit_code=1)  # runs still open here ended without a model
 
     def _checkpoint(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, m: Metrics) -> None:
+        self._hold(job)
         if self.models.save_checkpoint(output, m.step, m.as_data(), lambda folder: recipe.save_checkpoint(folder, m)):
-            self.queue.event(job.id, f"Checkpoint created at step {m.step}")
+            self._event(job, f"Checkpoint created at step {m.step}")
 
     def _publish(self, job: ClaimedJob, method: TrainingMethod, output: JobOutput, result, epoch_metrics: dict,
                  before_done: Callable[[], None]) -> None:
         """The result file and the model (the last checkpoint); what the job's integrations
         write is complete (before_done) when the job reads succeeded."""
+        self._hold(job)
         results = self.files.store(job.organization_id, RESULTS_FILENAME, "fine-tune-results",
                                    method.results_csv(result.history, epoch_metrics))
         self.models.publish(output)
-        self.queue.event(job.id, f"New fine-tuned model created: {output.model_id}")
+        self._event(job, f"New fine-tuned model created: {output.model_id}")
         before_done()
         self.queue.succeeded(job.id, self.worker_id, model_id=output.model_id, trained_tokens=result.trained_tokens,
                              result_file=results.id)
@@ -265,6 +320,17 @@ class Worker:
 
     def _parent_alive(self) -> bool:
         return self.parent_pid is None or os.getppid() == self.parent_pid
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this machine with that id runs (or exists as another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _import_training_libraries() -> None:

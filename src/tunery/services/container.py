@@ -19,12 +19,13 @@ from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.models import ModelsRepo
 from tunery.storage.orgs import OrgsRepo
+from tunery.storage.workers import WorkersRepo
 
 
 class Container:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.db = Database(settings.database_url)
+        self.db = Database(settings.database)
         self.db.create_schema()
         self.blobs = BlobStore(settings.data_dir)
         self.catalog = Catalog(self.blobs, parse_aliases(settings.model_aliases))
@@ -43,7 +44,7 @@ class Container:
 
     @cached_property
     def queue(self) -> JobQueue:
-        return JobQueue(JobsRepo(self.db), OrgsRepo(self.db), self.settings.job_lease_seconds)
+        return JobQueue(JobsRepo(self.db), OrgsRepo(self.db), WorkersRepo(self.db), self.settings.job_lease_seconds)
 
     @cached_property
     def jobs(self) -> JobsService:
@@ -56,7 +57,7 @@ class Container:
         engine = Engine(device=self.settings.device, dtype=self.settings.inference_dtype,
                         cache_bytes=self.settings.model_cache_mb << 20, attention=self.settings.attention,
                         cpu_backend=self.settings.cpu_backend, gguf_type=self.settings.gguf_type,
-                        gguf_dir=self.blobs.gguf_dir())
+                        gguf_dir=self.blobs.gguf_dir(), kv_cache_bytes=self.settings.kv_cache_mb << 20)
         self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
         return ChatService(self.models, engine)
 

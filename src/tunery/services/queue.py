@@ -6,13 +6,15 @@ plain values (ClaimedJob, JobState), never database rows."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from tunery.ids import now
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.orgs import OrgsRepo
-from tunery.storage.tables import Job
+from tunery.storage.tables import Job, Worker
+from tunery.storage.workers import WorkersRepo
 
 ALL_EVENTS = 1_000_000
 
@@ -33,6 +35,20 @@ class ClaimedJob:
     hyperparameters: dict[str, Any]  # as requested ("auto" or numbers)
     integrations: list[dict[str, Any]] | None
     classification: dict[str, Any] | None  # the legacy classification metrics' options
+    taken_over_from: str | None = None  # the worker that held it until its lease ran out (it died)
+    crashes: int = 0  # workers lost while holding it, this take-over included
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as `tunery workers` lists it."""
+    id: str
+    host: str
+    pid: int
+    device: str
+    job_id: str | None
+    started_at: float
+    heartbeat_at: float
 
 
 @dataclass(frozen=True)
@@ -42,28 +58,64 @@ class JobState:
 
 
 class JobQueue:
-    def __init__(self, jobs: JobsRepo, orgs: OrgsRepo, lease_seconds: float):
+    def __init__(self, jobs: JobsRepo, orgs: OrgsRepo, workers: WorkersRepo, lease_seconds: float):
         self.jobs = jobs
         self.orgs = orgs
+        self.workers = workers
         self.lease_seconds = lease_seconds
 
     # claiming --------------------------------------------------------------------------------------
-    def claim_validation(self, worker_id: str) -> ClaimedJob | None:
-        """The oldest job whose files wait for the model-specific checks."""
-        return self._claimed(self.jobs.claim(("validating_files",), "validating_files", worker_id, self.lease_seconds))
+    def claim_validation(self, worker_id: str, device: str | None = None) -> ClaimedJob | None:
+        """The oldest job whose files wait for the model-specific checks (or whose validating
+        worker went silent)."""
+        return self._claimed(self.jobs.claim(("validating_files",), "validating_files", worker_id, self.lease_seconds,
+                                             skip_device=self._other_device(device)))
 
-    def claim_training(self, worker_id: str) -> ClaimedJob | None:
-        """The oldest queued job, or a running one whose worker went silent (its lease ran out)."""
-        return self._claimed(self.jobs.claim(("queued", "running"), "running", worker_id, self.lease_seconds))
+    def claim_training(self, worker_id: str, device: str | None = None) -> ClaimedJob | None:
+        """The oldest queued job, or a running one whose worker went silent (its lease ran out).
+        A worker on `device` leaves the jobs that want another device to that device's workers
+        while any is live (with none live, it takes them rather than let them wait forever)."""
+        return self._claimed(self.jobs.claim(("queued", "running"), "running", worker_id, self.lease_seconds,
+                                             skip_device=self._other_device(device)))
 
-    def _claimed(self, row: Job | None) -> ClaimedJob | None:
-        if row is None:
+    def _other_device(self, device: str | None) -> str | None:
+        if device is None:
             return None
+        others = {w.device for w in self.workers.live(self.lease_seconds)} - {device}
+        return next(iter(others)) if len(others) == 1 else None
+
+    def _claimed(self, claimed: tuple[Job, str | None] | None) -> ClaimedJob | None:
+        if claimed is None:
+            return None
+        row, previous = claimed
         return ClaimedJob(
             id=row.id, organization_id=row.organization_id, organization_name=self.orgs.get(row.organization_id).name,
             model=row.model, base_model=row.base_model, method=(row.method or {}).get("type", "supervised"),
             training_file=row.training_file, validation_file=row.validation_file, suffix=row.suffix, seed=row.seed,
-            hyperparameters=dict(row.hyperparameters), integrations=row.integrations, classification=row.classification)
+            hyperparameters=dict(row.hyperparameters), integrations=row.integrations, classification=row.classification,
+            taken_over_from=previous, crashes=row.crashes)
+
+    # workers ---------------------------------------------------------------------------------------
+    def worker_beat(self, worker_id: str, *, host: str, device: str, job_id: str | None, started_at: float) -> None:
+        """The worker is alive (holding job_id, or none)."""
+        self.workers.beat(worker_id, host=host, pid=os.getpid(), device=device, labels=[device], job_id=job_id,
+                          started_at=started_at)
+
+    def worker_gone(self, worker_id: str) -> None:
+        self.workers.remove(worker_id)
+
+    def live_workers(self) -> list[WorkerInfo]:
+        """Workers heard from within one lease, longest running first."""
+        return [_info(row) for row in self.workers.live(self.lease_seconds)]
+
+    def release_dead_local_workers(self, host: str, is_alive) -> int:
+        """Jobs held by workers of this machine whose processes are gone (is_alive(pid) False) can
+        be taken over now, not only when their leases run out; their rows go. Returns how many
+        jobs were freed."""
+        dead = [row.id for row in self.workers.on_host(host) if not is_alive(row.pid)]
+        for worker_id in dead:
+            self.workers.remove(worker_id)
+        return self.jobs.expire_leases(dead)
 
     def heartbeat(self, job_id: str, worker_id: str, *, estimated_finish: int | None = None) -> bool:
         """Extend the lease; False when the job should stop (no longer this worker's, paused, or
@@ -79,8 +131,13 @@ class JobQueue:
 
     # reporting -------------------------------------------------------------------------------------
     def event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-              data: dict[str, Any] | None = None) -> None:
-        self.jobs.add_event(job_id, message, level=level, type=type, data=data)
+              data: dict[str, Any] | None = None, worker_id: str | None = None) -> bool:
+        """Log an event on the job; with worker_id, only while that worker holds the job."""
+        return self.jobs.add_event(job_id, message, level=level, type=type, data=data, only_if_worker=worker_id)
+
+    def last_step(self, job_id: str) -> int | None:
+        """The step of the job's newest metrics event: where its training got to."""
+        return self.jobs.last_metrics_step(job_id)
 
     def logged_data(self, job_id: str) -> list[dict[str, Any]]:
         """The data of every event the job logged, oldest first."""
@@ -137,3 +194,8 @@ class JobQueue:
         elif seen.status == "running":
             self.event(job_id, f"The worker stopped at step {step}; the job is queued to go on from there", level="warn")
         return True
+
+
+def _info(row: Worker) -> WorkerInfo:
+    return WorkerInfo(id=row.id, host=row.host, pid=row.pid, device=row.device, job_id=row.job_id,
+                      started_at=row.started_at, heartbeat_at=row.heartbeat_at)

@@ -1,5 +1,6 @@
-"""The SQLAlchemy engine and sessions. SQLite (WAL, so the API and worker processes share it)
-is the embedded default; any SQLAlchemy URL works in its place."""
+"""The SQLAlchemy engine and sessions. SQLite (WAL and a busy timeout, so the API and local worker
+processes share it) is the embedded default; PostgreSQL (psycopg) is the database of a fleet, its
+workers on many machines. Both are created and upgraded by the same Alembic migrations."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
 
 from alembic import command
@@ -15,22 +17,51 @@ from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000  # two processes write; wait for the other rather than fail
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # several processes write; wait for the other rather than fail
+# Every process upgrades the schema as it starts: on PostgreSQL they take turns under this lock.
+MIGRATION_LOCK = 0x7475_6E65  # "tune"
+
+
+class DatabaseError(ValueError):
+    """A TUNERY_DATABASE_URL that names no database tunery can use."""
+
+
+def engine_url(url: str) -> URL:
+    """The URL with PostgreSQL's plain forms (postgres://, postgresql://) on the psycopg driver."""
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise DatabaseError(f"{url!r} is not a database URL: {exc}") from None
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise DatabaseError(f"{url!r}: tunery runs on SQLite or PostgreSQL "
+                            "(postgresql+psycopg://user:password@host:5432/database)")
+    return parsed
 
 
 class Database:
     def __init__(self, url: str):
-        engine_url = make_url(url)
-        if engine_url.get_backend_name() == "sqlite" and engine_url.database not in (None, "", ":memory:"):
-            Path(engine_url.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        if url.startswith("sqlite"):
+        parsed = engine_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.database not in (None, "", ":memory:"):
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(parsed)
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:  # a server: connections that died with it are replaced, not handed out
+            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
 
     def create_schema(self) -> None:
         """Bring the schema up to date with the migrations (creating it on a new database)."""
         with self.engine.begin() as connection:
+            if self.is_postgresql:  # released when this transaction ends
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             config = alembic_config(connection)
             command.upgrade(config, "head")
 
@@ -39,6 +70,10 @@ class Database:
         """One unit of work: committed on success, rolled back on any exception."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def dispose(self) -> None:
+        """Close the pooled connections (a process that forked, or one done with the database)."""
+        self.engine.dispose()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

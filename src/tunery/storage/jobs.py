@@ -1,16 +1,20 @@
 """Rows of fine-tuning jobs and their events, and the queue operations on them: a worker claims
-a job with a lease, keeps it alive with heartbeats, and a silent worker's job is claimed again."""
+a job with a lease, keeps it alive with heartbeats, and a silent worker's job is claimed again
+(a take-over, counted)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, insert, literal, select, update
 
 from tunery.ids import new_id, now
 from tunery.storage.db import Database
 from tunery.storage.tables import Job, JobEvent
+
+
+CLAIM_RACES = 20  # SQLite: claims lost to another worker before giving up until the next poll
 
 
 class JobsRepo:
@@ -64,25 +68,53 @@ class JobsRepo:
                 query = query.where(Job.cancel_requested.is_not(True))
             return s.execute(query.values(**fields)).rowcount == 1
 
-    def claim(self, statuses: tuple[str, ...], new_status: str, worker_id: str,
-              lease_seconds: float) -> Job | None:
+    def claim(self, statuses: tuple[str, ...], new_status: str, worker_id: str, lease_seconds: float, *,
+              skip_device: str | None = None) -> tuple[Job, str | None] | None:
         """Atomically take the oldest job in one of `statuses` that no live worker holds (its
-        lease is empty or ran out), move it to new_status and lease it to worker_id."""
+        lease is empty or ran out), move it to new_status and lease it to worker_id; jobs that
+        want skip_device are left to others. Returns the job and the worker that held it before
+        when its lease ran out (a take-over, counted in the job's crashes), or None.
+        PostgreSQL: the candidate row is locked, rows other workers hold locked are skipped
+        (SELECT ... FOR UPDATE SKIP LOCKED). SQLite (one writer at a time): compare-and-set."""
+        lease = Job.lease_expires_at
+        query = select(Job).where(Job.status.in_(statuses), lease.is_(None) | (lease < time.time()))
+        if skip_device is not None:
+            query = query.where(Job.device.is_(None) | (Job.device != skip_device))
+        query = query.order_by(Job.sort_key).limit(1)
+        for _ in range(CLAIM_RACES):
+            with self.db.session() as s:
+                if self.db.is_postgresql:
+                    row = s.scalar(query.with_for_update(skip_locked=True))
+                    if row is None:
+                        return None
+                    previous = row.worker_id
+                    row.status, row.worker_id, row.lease_expires_at = new_status, worker_id, time.time() + lease_seconds
+                    row.crashes += previous is not None
+                    return row, previous
+                candidate = s.scalar(query)
+                if candidate is None:
+                    return None
+                # Taken only if nobody changed it since we looked (another worker's claim would).
+                unchanged = lease.is_(None) if candidate.lease_expires_at is None else lease == candidate.lease_expires_at
+                taken = s.execute(
+                    update(Job).where(Job.id == candidate.id, Job.status == candidate.status, unchanged)
+                    .values(status=new_status, worker_id=worker_id, lease_expires_at=time.time() + lease_seconds,
+                            crashes=Job.crashes + (candidate.worker_id is not None)))
+                if taken.rowcount == 1:
+                    previous = candidate.worker_id
+                    break
+        else:
+            return None  # every look lost its race: the caller polls again
+        return self.get(None, candidate.id), previous
+
+    def expire_leases(self, worker_ids: list[str]) -> int:
+        """End the leases of workers known to be gone (their process ended), so their jobs are
+        taken over now rather than when the lease runs out."""
+        if not worker_ids:
+            return 0
         with self.db.session() as s:
-            lease = Job.lease_expires_at
-            free = lease.is_(None) | (lease < time.time())
-            candidate = s.scalar(select(Job).where(Job.status.in_(statuses), free).order_by(Job.sort_key).limit(1))
-            if candidate is None:
-                return None
-            # Taken only if nobody changed it since we looked (another worker's claim would).
-            unchanged = lease.is_(None) if candidate.lease_expires_at is None else lease == candidate.lease_expires_at
-            taken = s.execute(
-                update(Job).where(Job.id == candidate.id, Job.status == candidate.status, unchanged)
-                .values(status=new_status, worker_id=worker_id, lease_expires_at=time.time() + lease_seconds)
-            )
-            if taken.rowcount != 1:
-                return None
-        return self.get(None, candidate.id)
+            return s.execute(update(Job).where(Job.worker_id.in_(worker_ids), Job.lease_expires_at.is_not(None))
+                             .values(lease_expires_at=0.0)).rowcount
 
     def release(self, job_id: str, *, only_if_status: str | None = None, only_if_worker: str | None = None,
                 only_if_not_cancelling: bool = False, **fields: Any) -> bool:
@@ -102,10 +134,25 @@ class JobsRepo:
 
     # events ----------------------------------------------------------------------------------
     def add_event(self, job_id: str, message: str, *, level: str = "info", type: str = "message",
-                  data: dict[str, Any] | None = None) -> None:
+                  data: dict[str, Any] | None = None, only_if_worker: str | None = None) -> bool:
+        """Log an event; with only_if_worker, only while that worker holds the job (one statement:
+        a worker that lost its lease writes nothing on the job it no longer has)."""
+        values = dict(id=new_id("ftevent"), job_id=job_id, created_at=now(), level=level, message=message,
+                      type=type, data=data)
         with self.db.session() as s:
-            s.add(JobEvent(id=new_id("ftevent"), job_id=job_id, created_at=now(), level=level,
-                           message=message, type=type, data=data))
+            if only_if_worker is None:
+                s.add(JobEvent(**values))
+                return True
+            columns = list(values)
+            held = select(*(literal(value, JobEvent.__table__.c[name].type) for name, value in values.items())) \
+                .where(exists().where(Job.id == job_id, Job.worker_id == only_if_worker))
+            return s.execute(insert(JobEvent).from_select(columns, held)).rowcount == 1
+
+    def last_metrics_step(self, job_id: str) -> int | None:
+        with self.db.session() as s:
+            data = s.scalar(select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
+                            .order_by(JobEvent.seq.desc()).limit(1))
+            return (data or {}).get("step")
 
     def events(self, job_id: str, *, limit: int, after: str | None = None) -> list[JobEvent]:
         """Newest first, as OpenAI returns them; `after` is the last event id of the previous page."""

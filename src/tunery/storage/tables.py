@@ -71,6 +71,21 @@ class Job(Base):
     resume_status: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a paused job's status to return to
     # The legacy API's classification metrics: {n_classes, positive_class, betas}, or None.
     classification: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    device: Mapped[str | None] = mapped_column(String(16), nullable=True)  # "cuda": a job for GPU workers first
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # workers lost while holding it
+
+
+class Worker(Base):
+    """A live worker process, as it last reported itself (heartbeat_at); its row goes when it stops."""
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # HOST:PID, as jobs.worker_id
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(16))  # what it trains on: cpu | cuda
+    labels: Mapped[list[str]] = mapped_column(JSON, default=list)
+    job_id: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the job it holds now
+    started_at: Mapped[float] = mapped_column(Float)
+    heartbeat_at: Mapped[float] = mapped_column(Float, index=True)
 
 
 class JobEvent(Base):
