@@ -7,6 +7,7 @@ process (`tunery worker`, or beside the API under `tunery serve`), built from th
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -17,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from tunery import failpoints
 from tunery.catalog import EMBEDDED_MODEL, UnknownModel
 from tunery.data.formats import TOO_LONG
 from tunery.data.validate import load_examples
@@ -103,7 +105,7 @@ class Worker:
         while True:
             job = self._job
             try:
-                self.queue.worker_beat(self.worker_id, host=self.host, device=self.device,
+                self.queue.worker_beat(self.worker_id, host=self.host, pid=os.getpid(), device=self.device,
                                        job_id=job.id if job else None, started_at=self.started_at)
                 if job is not None:
                     self.queue.heartbeat(job.id, self.worker_id)
@@ -133,7 +135,7 @@ class Worker:
         its workers lost job_max_attempts times)."""
         host = job.taken_over_from.rpartition(":")[0] or job.taken_over_from
         step = self.queue.last_step(job.id)
-        where = "while validating its files" if step is None else f"at step {step}"
+        where = "before its first step" if step is None else f"after step {step}"
         if job.crashes >= self.settings.job_max_attempts:
             self.queue.fail(job.id, self.worker_id, "worker_crashed",
                             f"The job's worker stopped {job.crashes} times (the last, on {host}, {where}); the job "
@@ -165,6 +167,7 @@ class Worker:
         for param, file_id in _files(job):
             label = param.replace("_", " ")
             self._event(job, f"Validating {label}: {file_id}")
+            failpoints.reach("validation")
             checked = self.catalog.check_file(job.base_model, self._file(job, param))
             report, stats = checked.report, checked.stats
             if job.classification and report.format != "prompt_completion":
@@ -209,6 +212,7 @@ class Worker:
         self.queue.record_hyperparameters(job.id, hp.as_api())
         recipe = method.build(RecipeInputs(self._start(job).weights, hp, job.seed, self.settings.device,
                                            self.settings.attention, resume.folder if resume else None))
+        failpoints.reach("model_load")
         output = self.models.output_of(job, hp.training_type)
         classify = self._classification(job, examples, valid)
         wandb = WandbRuns(job.id, job.base_model, job.integrations, {
@@ -221,6 +225,7 @@ class Worker:
         started, first_step = time.time(), resume.step if resume else 0
 
         def on_step(m: Metrics) -> bool:
+            failpoints.reach("step", m.step)
             self._event(job, m.message(), type="metrics", data=m.as_data())
             wandb.log(m.as_data(), step=m.step)
             per_step = (time.time() - started) / (m.step - first_step)
@@ -251,17 +256,27 @@ class Worker:
             wandb.finish(exit_code=1)  # runs still open here ended without a model
 
     def _checkpoint(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, m: Metrics) -> None:
+        def write(folder: Path) -> None:
+            recipe.save_checkpoint(folder, m)
+            failpoints.reach("checkpoint")  # written, not yet in place: never to be used
+
         self._hold(job)
-        if self.models.save_checkpoint(output, m.step, m.as_data(), lambda folder: recipe.save_checkpoint(folder, m)):
+        if self.models.save_checkpoint(output, m.step, m.as_data(), write):
             self._event(job, f"Checkpoint created at step {m.step}")
 
     def _publish(self, job: ClaimedJob, method: TrainingMethod, output: JobOutput, result, epoch_metrics: dict,
                  before_done: Callable[[], None]) -> None:
         """The result file and the model (the last checkpoint); what the job's integrations
-        write is complete (before_done) when the job reads succeeded."""
+        write is complete (before_done) when the job reads succeeded. Done again from the start
+        by a worker that takes the job over: the result file of an earlier attempt is replaced."""
+        failpoints.reach("publish")
         self._hold(job)
+        for earlier in self.queue.result_files(job.id):
+            with contextlib.suppress(NotFound):  # its owner may have deleted it
+                self.files.delete(job.organization_id, earlier)
         results = self.files.store(job.organization_id, RESULTS_FILENAME, "fine-tune-results",
                                    method.results_csv(result.history, epoch_metrics))
+        self.queue.record_result_file(job.id, self.worker_id, results.id)
         self.models.publish(output)
         self._event(job, f"New fine-tuned model created: {output.model_id}")
         before_done()
@@ -285,6 +300,7 @@ class Worker:
                 continue  # the job may have changed while the checkpoint was written
             if self.queue.hand_back(job.id, self.worker_id, state, self.models.last_checkpoint_step(job.id)):
                 return
+        log.warning("job %s was taken over by another worker; this one stopped without writing", job.id)
 
     # what a job starts from ------------------------------------------------------------------------
     def _file(self, job: ClaimedJob, param: str) -> Path:

@@ -221,11 +221,13 @@ class ModelsService:
 
     def publish(self, output: JobOutput) -> None:
         """The fine-tuned model is the job's last checkpoint: its files hard-linked (no second
-        copy on disk), without the trainer state."""
+        copy on disk), without the trainer state. Publishing again is harmless."""
         blobs = self.catalog.blobs
         last = self.repo.checkpoints(output.job_id, limit=1)[0]
         blobs.link_copy(blobs.checkpoint_dir(output.job_id, last.step_number), blobs.model_dir(output.job_id),
                         skip=(TRAINER_STATE,))
+        if self.repo.get(output.model_id) is not None:
+            return  # published by a worker that died before the job read succeeded
         self.repo.add(FineTunedModel(id=output.model_id, organization_id=output.organization_id,
                                      organization_name=output.organization_name, base_model=output.base_model,
                                      job_id=output.job_id, training_type=output.training_type, created_at=now()))

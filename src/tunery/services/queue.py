@@ -6,7 +6,6 @@ plain values (ClaimedJob, JobState), never database rows."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,9 +95,10 @@ class JobQueue:
             taken_over_from=previous, crashes=row.crashes)
 
     # workers ---------------------------------------------------------------------------------------
-    def worker_beat(self, worker_id: str, *, host: str, device: str, job_id: str | None, started_at: float) -> None:
+    def worker_beat(self, worker_id: str, *, host: str, pid: int, device: str, job_id: str | None,
+                    started_at: float) -> None:
         """The worker is alive (holding job_id, or none)."""
-        self.workers.beat(worker_id, host=host, pid=os.getpid(), device=device, labels=[device], job_id=job_id,
+        self.workers.beat(worker_id, host=host, pid=pid, device=device, labels=[device], job_id=job_id,
                           started_at=started_at)
 
     def worker_gone(self, worker_id: str) -> None:
@@ -142,6 +142,14 @@ class JobQueue:
     def logged_data(self, job_id: str) -> list[dict[str, Any]]:
         """The data of every event the job logged, oldest first."""
         return [event.data for event in reversed(self.jobs.events(job_id, limit=ALL_EVENTS)) if event.data]
+
+    def result_files(self, job_id: str) -> list[str]:
+        row = self.jobs.get(None, job_id)
+        return list(row.result_files or []) if row is not None else []
+
+    def record_result_file(self, job_id: str, worker_id: str, file_id: str) -> None:
+        """The job's result file, recorded as soon as it is stored (one that takes the job over replaces it)."""
+        self.jobs.update(job_id, only_if_worker=worker_id, result_files=[file_id])
 
     def record_hyperparameters(self, job_id: str, resolved: dict[str, Any]) -> None:
         """The numbers "auto" resolved to, shown on the job from then on."""

@@ -94,14 +94,14 @@ class JobsRepo:
                 candidate = s.scalar(query)
                 if candidate is None:
                     return None
+                previous = candidate.worker_id  # read now: the update below refreshes the object
                 # Taken only if nobody changed it since we looked (another worker's claim would).
                 unchanged = lease.is_(None) if candidate.lease_expires_at is None else lease == candidate.lease_expires_at
                 taken = s.execute(
                     update(Job).where(Job.id == candidate.id, Job.status == candidate.status, unchanged)
                     .values(status=new_status, worker_id=worker_id, lease_expires_at=time.time() + lease_seconds,
-                            crashes=Job.crashes + (candidate.worker_id is not None)))
+                            crashes=Job.crashes + int(previous is not None)))
                 if taken.rowcount == 1:
-                    previous = candidate.worker_id
                     break
         else:
             return None  # every look lost its race: the caller polls again
@@ -146,7 +146,7 @@ class JobsRepo:
             columns = list(values)
             held = select(*(literal(value, JobEvent.__table__.c[name].type) for name, value in values.items())) \
                 .where(exists().where(Job.id == job_id, Job.worker_id == only_if_worker))
-            return s.execute(insert(JobEvent).from_select(columns, held)).rowcount == 1
+            return s.execute(insert(JobEvent).from_select(columns, held).returning(JobEvent.seq)).first() is not None
 
     def last_metrics_step(self, job_id: str) -> int | None:
         with self.db.session() as s:
