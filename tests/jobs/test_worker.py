@@ -141,3 +141,26 @@ def test_a_job_started_again_after_its_worker_stopped_goes_on_from_where_it_stop
     assert sorted(e.data["step"] for e in events if e.type == "metrics") == list(range(1, 37))
     checkpoints, _ = container.jobs.checkpoints(org.id, job.id, limit=10, after=None)
     assert [c.step_number for c in checkpoints][:2] == [36, 24]
+
+
+def test_the_heartbeat_thread_keeps_the_lease_while_no_step_runs(tiny_model_dir, database):
+    """A long model load or validation sends no step, yet the job stays its worker's."""
+    settings = Settings(warm_up=False, job_lease_seconds=1.0, worker_heartbeat_seconds=0.2)
+    shutil.copytree(tiny_model_dir, settings.data_dir / "base_models" / TINY_MODEL)
+    container = Container(settings)
+    org = container.organizations.repo.ensure("default")
+    training_file = container.files.create(org.id, "marv.jsonl", "fine-tune", [MARV])
+    create_job(container, org, training_file)
+    worker = Worker(Container(settings))
+    worker._job = held = worker.queue.claim_validation(worker.worker_id)  # held, and busy elsewhere
+    beating = threading.Thread(target=worker._beat_forever)
+    beating.start()
+    try:
+        time.sleep(3 * settings.job_lease_seconds)
+        assert worker.queue.claim_validation("another:1") is None, "the lease ran out while the worker was busy"
+        assert [(w.id, w.job_id) for w in worker.queue.live_workers()] == [(worker.worker_id, held.id)]
+    finally:
+        worker.stop()
+        beating.join()
+    time.sleep(1.5 * settings.job_lease_seconds)  # silent now: the job is free for the next worker
+    assert worker.queue.claim_validation("another:1").taken_over_from == worker.worker_id

@@ -92,24 +92,30 @@ def test_a_job_that_kills_its_worker_every_time_fails_after_three_attempts(armed
 def test_serve_brings_back_a_worker_killed_from_outside_and_its_job_finishes(armed, uninterrupted):
     server, client, training_file, _ = armed
     _, baseline_loss = uninterrupted
-    from tunery.config import Settings
-    from tunery.services.container import Container
+    from typer.testing import CliRunner
 
-    queue = Container(Settings(data_dir=server.data_dir, warm_up=False)).queue
+    from tunery.cli import app
+
+    def workers() -> list[dict]:  # as `tunery workers --json` lists them
+        listed = CliRunner().invoke(app, ["workers", "--json", "--data-dir", str(server.data_dir)])
+        assert listed.exit_code == 0, listed.output
+        return json.loads(listed.output)
+
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=training_file, seed=0,
                                          hyperparameters={"n_epochs": EPOCHS, "batch_size": 1})
     deadline = time.time() + 120
-    while not (holders := [w for w in queue.live_workers() if w.job_id == job.id]) or \
+    while not (holders := [w for w in workers() if w["job_id"] == job.id]) or \
             not client.fine_tuning.jobs.checkpoints.list(job.id).data:
         assert time.time() < deadline, "the job never reached its first checkpoint"
         time.sleep(0.05)
-    killed = holders[0].pid
+    assert holders[0]["device"] == "cpu" and holders[0]["host"] and time.time() - holders[0]["heartbeat_at"] < 30
+    killed = holders[0]["pid"]
     os.kill(killed, signal.SIGKILL)  # nobody restarts anything: serve does
     done = wait_until_finished(client, job.id, timeout=240)
     assert done.status == "succeeded", done.error
     assert final_loss(client, job.id) == pytest.approx(baseline_loss, abs=1e-4)
     assert any(f"pid {killed}) was killed by SIGKILL" in line for line in server.output().splitlines())
-    assert [w.pid for w in queue.live_workers()] not in ([], [killed])
+    assert [w["pid"] for w in workers()] not in ([], [killed])
 
 
 @pytest.mark.slow

@@ -98,8 +98,8 @@ class WorkerSupervisor:
             if self._stopping.is_set():
                 return
             ran = time.monotonic() - self._started
-            failures = 0 if ran >= STABLE_SECONDS else failures + 1
-            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF) - 1)] if failures else RESTART_BACKOFF[0]
+            failures = 1 if ran >= STABLE_SECONDS else failures + 1
+            delay = RESTART_BACKOFF[min(failures, len(RESTART_BACKOFF)) - 1]
             self._log.error("the worker (pid %d) %s after %.0f s; starting it again in %.0f s",
                             self.process.pid, exit_cause(code), ran, delay)
             if self._stopping.wait(delay):
