@@ -164,3 +164,29 @@ def test_the_heartbeat_thread_keeps_the_lease_while_no_step_runs(tiny_model_dir,
         beating.join()
     time.sleep(1.5 * settings.job_lease_seconds)  # silent now: the job is free for the next worker
     assert worker.queue.claim_validation("another:1").taken_over_from == worker.worker_id
+
+
+def test_tunery_worker_on_sigterm_checkpoints_its_job_and_hands_it_back(setup):
+    import signal
+    import subprocess
+    import sys
+
+    container, _, org, training_file = setup
+    job = create_job(container, org, training_file, n_epochs=50, batch_size=1)
+    process = subprocess.Popen([sys.executable, "-m", "tunery", "worker", "--data-dir", str(container.settings.data_dir)],
+                               env={**os.environ, "TUNERY_WARM_UP": "false"}, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not [e for e in container.jobs.events(org.id, job.id, limit=5, after=None)[0] if e.type == "metrics"]:
+            assert time.time() < deadline and process.poll() is None, "the worker never trained"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+    stopped = container.jobs.retrieve(org.id, job.id)
+    assert stopped.status == "queued"
+    step = container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0][0].step_number
+    events = [e.message for e in container.jobs.events(org.id, job.id, limit=5, after=None)[0]]
+    assert f"The worker stopped at step {step}; the job is queued to go on from there" in events
+    assert container.queue.live_workers() == []  # it said goodbye

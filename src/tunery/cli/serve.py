@@ -144,7 +144,8 @@ def worker(
 ) -> None:
     """Run a job worker alone: more workers on this machine, or one on another machine that shares
     the database (TUNERY_DATABASE_URL, PostgreSQL) and the data directory (a shared filesystem).
-    SIGTERM or Ctrl-C: the job in hand is checkpointed and handed back to the queue."""
+    SIGTERM or Ctrl-C: the job in hand is checkpointed and handed back to the queue (a second one
+    stops at once; the job is then taken over when the worker's lease runs out)."""
     from tunery.jobs.worker import Worker
     from tunery.services.container import Container
 
@@ -152,12 +153,19 @@ def worker(
     settings = _settings(data_dir=data_dir, database_url=database_url, worker_device=device)
     _check_hardware(settings, always=True)
     instance = _with_database(settings, lambda: Worker(Container(settings), parent_pid=exit_with_parent))
-    signal.signal(signal.SIGTERM, lambda *_: instance.stop())
+
+    def stop(*_) -> None:  # the first signal stops at the next step; a second one at once
+        if instance.stopping.is_set():
+            raise KeyboardInterrupt
+        instance.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         instance.warm_up()
         instance.run_forever()
     except KeyboardInterrupt:
-        instance.stop()
+        pass
 
 
 def workers(
