@@ -55,3 +55,10 @@ class PermissionDenied(TuneryError):
 class RateLimited(TuneryError):
     status_code = 429
     error_type = "rate_limit_error"
+
+
+def unknown_cursor(kind: str, after: str) -> InvalidRequest:
+    """A list's `after` that names no object of that list (another organization's objects
+    included): refused as OpenAI refuses it, never read as the start of the list."""
+    return InvalidRequest(f"No such {kind} object: {after} (the 'after' cursor names no object of this list).",
+                          param="after")

@@ -272,6 +272,49 @@ def test_400_names_the_param_for_our_checks_and_for_request_validation(client):
     assert caught.value.body["param"] == "training_file"
 
 
+@pytest.fixture(scope="module")
+def cursors(server, client) -> dict:
+    """A finished one-step job (one checkpoint) of the default organization, and a file, a job
+    and a checkpoint of another organization's, whose ids must not page the default's lists."""
+    other = server.client(api_key=key_for(server, "conformance-cursors"))
+    mine, theirs = (wait_until_finished(c, create_job(c).id) for c in (client, other))
+    return {"job": mine.id, "file": theirs.training_file, "their_job": theirs.id,
+            "their_checkpoint": next(iter(other.fine_tuning.jobs.checkpoints.list(theirs.id))).id,
+            "their_event": next(iter(other.fine_tuning.jobs.list_events(theirs.id))).id}
+
+
+def refused_cursor_bodies(list_page, unknown: str, foreign: str) -> list[dict]:
+    """The 400 bodies of a list asked for the page after an unknown id and after another
+    organization's id, each id replaced by ID (the two must not differ)."""
+    bodies = []
+    for after in (unknown, foreign):
+        with pytest.raises(openai.BadRequestError) as caught:
+            list_page(after)
+        body = caught.value.body
+        assert (body["type"], body["param"]) == ("invalid_request_error", "after") and after in body["message"]
+        bodies.append({k: str(v).replace(after, "ID") for k, v in body.items()})
+    return bodies
+
+
+@pytest.mark.parametrize("kind", ["files", "jobs", "checkpoints"])
+def test_400_for_an_after_cursor_that_names_no_object_of_the_list(client, cursors, kind):
+    list_page, unknown, foreign = {
+        "files": (lambda after: client.files.list(after=after), "file-unknown", cursors["file"]),
+        "jobs": (lambda after: client.fine_tuning.jobs.list(after=after), "ftjob-unknown", cursors["their_job"]),
+        "checkpoints": (lambda after: client.fine_tuning.jobs.checkpoints.list(cursors["job"], after=after),
+                        "ftckpt-unknown", cursors["their_checkpoint"]),
+    }[kind]
+    first, second = refused_cursor_bodies(list_page, unknown, foreign)
+    assert first == second  # another organization's object: as if it did not exist
+
+
+@pytest.mark.xfail(strict=True, reason="needs a lookup of one event of a job in storage/jobs.py (being rewritten)")
+def test_400_for_an_events_after_cursor_that_names_no_event_of_the_job(client, cursors):
+    first, second = refused_cursor_bodies(lambda after: client.fine_tuning.jobs.list_events(cursors["job"], after=after),
+                                          "ftevent-unknown", cursors["their_event"])
+    assert first == second
+
+
 def test_413_for_an_upload_over_the_limit(client):
     stored = [f.id for f in client.files.list()]
     with pytest.raises(openai.APIStatusError) as caught:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunery.config import MAX_UPLOAD_BYTES
 from tunery.data.validate import validate_file
-from tunery.errors import InvalidRequest, NotFound, TooLarge
+from tunery.errors import InvalidRequest, NotFound, TooLarge, unknown_cursor
 from tunery.ids import new_id, now
 from tunery.protocol.files import FileDeleted, FileObject
 from tunery.storage.blobs import BlobStore, BlobTooLarge, BlobWriter
@@ -95,6 +95,8 @@ class FilesService:
         return to_object(self._row(org_id, file_id))
 
     def list(self, org_id: str, *, purpose: str | None, limit: int, after: str | None, order: str) -> tuple[list[FileObject], bool]:
+        if after is not None and self.repo.get(org_id, after) is None:
+            raise unknown_cursor("File", after)
         rows = self.repo.list(org_id, purpose=purpose, limit=limit + 1, after=after, order=order)
         return [to_object(r) for r in rows[:limit]], len(rows) > limit
 

@@ -41,6 +41,12 @@ class ModelsRepo:
         with self.db.session() as s:
             return s.scalar(select(Checkpoint).where(Checkpoint.model_id == model_id))
 
+    def job_checkpoint(self, job_id: str, checkpoint_id: str) -> Checkpoint | None:
+        """The checkpoint with that id (ftckpt-...), or None when it does not exist or is another job's."""
+        with self.db.session() as s:
+            row = s.get(Checkpoint, checkpoint_id)
+            return row if row is not None and row.job_id == job_id else None
+
     def checkpoints(self, job_id: str, *, limit: int | None = None, after: str | None = None) -> list[Checkpoint]:
         """Newest first; `after` is the last checkpoint id of the previous page."""
         with self.db.session() as s:
