@@ -7,6 +7,24 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 FilePurpose = Literal["fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data"]
+UploadPurpose = Literal["fine-tune", "assistants", "batch", "vision", "user_data"]  # results are the server's
+
+
+# The multipart forms below are declared for the OpenAPI document only: api/uploads.py reads each
+# as it streams in.
+class FileUpload(BaseModel):
+    """The form of POST /v1/files: the file, and what it is for."""
+    file: bytes
+    purpose: UploadPurpose
+
+
+class FileCheckForm(BaseModel):
+    """The form of POST /tunery/files/check: the model (and method) to check a file for, and the
+    file itself or the id of an uploaded one."""
+    model: str
+    method: str | None = None
+    file: bytes | None = None
+    file_id: str | None = None
 
 
 class FileObject(BaseModel):

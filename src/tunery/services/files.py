@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import get_args
 
 from tunery.config import MAX_UPLOAD_BYTES
 from tunery.data.validate import validate_file
 from tunery.errors import InvalidRequest, NotFound, TooLarge, unknown_cursor
 from tunery.ids import new_id, now
-from tunery.protocol.files import FileDeleted, FileObject
+from tunery.protocol.files import FileDeleted, FileObject, UploadPurpose
 from tunery.storage.blobs import BlobStore, BlobTooLarge, BlobWriter
 from tunery.storage.files import FilesRepo
 from tunery.storage.tables import File
 
 MAX_REPORTED_PROBLEMS = 5  # in the message of a refused training file
-PURPOSES = {"fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data"}
-UPLOADABLE_PURPOSES = PURPOSES - {"fine-tune-results"}
+UPLOADABLE_PURPOSES = set(get_args(UploadPurpose))
 
 
 def to_object(row: File) -> FileObject:

@@ -9,15 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunery.api.deps import ContainerDep, OrgDep
+from tunery.api.responses import BINARY, errors, multipart
 from tunery.api.uploads import receive_upload
 from tunery.protocol.common import ListResponse
-from tunery.protocol.files import FileDeleted, FileObject
+from tunery.protocol.files import FileDeleted, FileObject, FileUpload
 
 router = APIRouter(tags=["files"])
 MAX_FILES_PAGE = 10_000
 
 
-@router.post("/files")
+@router.post("/files", responses=errors(400, 413), openapi_extra=multipart(FileUpload))
 async def upload(c: ContainerDep, org: OrgDep, request: Request) -> FileObject:
     writer = c.files.receiver()
     try:
@@ -37,16 +38,16 @@ def list_files(c: ContainerDep, org: OrgDep, purpose: str | None = None,
     return ListResponse(data=data, has_more=has_more)
 
 
-@router.get("/files/{file_id}")
+@router.get("/files/{file_id}", responses=errors(404))
 def retrieve(c: ContainerDep, org: OrgDep, file_id: str) -> FileObject:
     return c.files.retrieve(org.id, file_id)
 
 
-@router.get("/files/{file_id}/content")
+@router.get("/files/{file_id}/content", response_class=FileResponse, responses={200: BINARY} | errors(404))
 def content(c: ContainerDep, org: OrgDep, file_id: str) -> FileResponse:
     return FileResponse(c.files.content_path(org.id, file_id), media_type="application/octet-stream")
 
 
-@router.delete("/files/{file_id}")
+@router.delete("/files/{file_id}", responses=errors(404))
 def delete(c: ContainerDep, org: OrgDep, file_id: str) -> FileDeleted:
     return c.files.delete(org.id, file_id)

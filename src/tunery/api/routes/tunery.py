@@ -10,14 +10,15 @@ from fastapi.responses import FileResponse
 from fastapi.concurrency import run_in_threadpool
 
 from tunery.api.deps import ContainerDep, OrgDep
+from tunery.api.responses import ZIP, errors, multipart
 from tunery.api.uploads import receive_upload
 from tunery.errors import InvalidRequest
-from tunery.protocol.files import FileReport
+from tunery.protocol.files import FileCheckForm, FileReport
 
 router = APIRouter(tags=["tunery"])
 
 
-@router.post("/files/check")
+@router.post("/files/check", responses=errors(400, 404, 413, 429), openapi_extra=multipart(FileCheckForm))
 async def check_file(c: ContainerDep, org: OrgDep, request: Request) -> FileReport:
     """multipart/form-data: `model`, optionally `method` (supervised), and a `file` part or the
     `file_id` of an uploaded file. Nothing is stored."""
@@ -38,7 +39,7 @@ async def check_file(c: ContainerDep, org: OrgDep, request: Request) -> FileRepo
         writer.discard()
 
 
-@router.get("/models/{model_id:path}/export")
+@router.get("/models/{model_id:path}/export", response_class=FileResponse, responses={200: ZIP} | errors(404))
 def export_model(c: ContainerDep, org: OrgDep, model_id: str, format: str = "hf") -> FileResponse:
     """A fine-tuned model or checkpoint of the caller's organization as a zip: `format` hf (merged
     weights), adapter (PEFT LoRA) or gguf (with an Ollama Modelfile)."""
