@@ -308,7 +308,6 @@ def test_400_for_an_after_cursor_that_names_no_object_of_the_list(client, cursor
     assert first == second  # another organization's object: as if it did not exist
 
 
-@pytest.mark.xfail(strict=True, reason="needs a lookup of one event of a job in storage/jobs.py (being rewritten)")
 def test_400_for_an_events_after_cursor_that_names_no_event_of_the_job(client, cursors):
     first, second = refused_cursor_bodies(lambda after: client.fine_tuning.jobs.list_events(cursors["job"], after=after),
                                           "ftevent-unknown", cursors["their_event"])

@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tunery.errors import Conflict, InvalidRequest, NotFound, RateLimited
+from tunery.config import WORKER_DEVICES
+from tunery.errors import Conflict, InvalidRequest, NotFound, RateLimited, unknown_cursor
 from tunery.ids import new_id, now
 from tunery.integrations.wandb_run import IntegrationError, check_integrations
 from tunery.protocol.files import FileReport
@@ -36,6 +37,8 @@ from tunery.storage.tables import Job
 from tunery.data.formats import Problem
 from tunery.training.methods import METHODS, WRONG_FORMAT, format_problem
 
+# A job's metadata may route it: {"tunery_device": "cuda"} goes to GPU workers while any is live.
+DEVICE_METADATA = "tunery_device"
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
 HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
@@ -106,13 +109,17 @@ class JobsService:
                                      param="hyperparameters.training_type")
         hyperparameters["training_type"] = hyperparameters["training_type"] or "lora"
         classification = _classification(request)
+        device = (request.metadata or {}).get(DEVICE_METADATA)
+        if device is not None and device not in WORKER_DEVICES:
+            raise InvalidRequest(f"metadata {DEVICE_METADATA} names the workers a job goes to: one of "
+                                 f"{', '.join(WORKER_DEVICES)}, not {device!r}.", param=f"metadata.{DEVICE_METADATA}")
         job = Job(
             id=new_id("ftjob"), organization_id=org_id, model=request.model, base_model=parent.base_name,
             training_file=request.training_file, validation_file=request.validation_file, suffix=request.suffix,
             seed=request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1),
             status="validating_files", hyperparameters=hyperparameters,
             method={"type": request.method.type if request.method else "supervised"}, metadata_=request.metadata, integrations=request.integrations,
-            result_files=[], created_at=now(), classification=classification,
+            result_files=[], created_at=now(), classification=classification, device=device,
         )
         self.repo.add(job)
         self.repo.add_event(job.id, f"Created fine-tuning job: {job.id}")
@@ -148,6 +155,8 @@ class JobsService:
 
     def list(self, org_id: str, *, limit: int, after: str | None, metadata: dict[str, str] | None = None,
              status: str | None = None) -> tuple[list[FineTuningJob], bool]:
+        if after is not None and self.repo.get(org_id, after) is None:
+            raise unknown_cursor("FineTuningJob", after)
         rows = self.repo.list(org_id, limit=limit + 1, after=after, metadata=metadata, status=status)
         return [to_object(r) for r in rows[:limit]], len(rows) > limit
 
@@ -193,6 +202,8 @@ class JobsService:
 
     def events(self, org_id: str, job_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJobEvent], bool]:
         self._row(org_id, job_id)
+        if after is not None and self.repo.event(job_id, after) is None:
+            raise unknown_cursor("FineTuningJobEvent", after)
         rows = self.repo.events(job_id, limit=limit + 1, after=after)
         events = [FineTuningJobEvent(id=e.id, created_at=e.created_at, level=e.level, message=e.message,
                                      data=e.data, type=e.type) for e in rows[:limit]]
@@ -200,6 +211,8 @@ class JobsService:
 
     def checkpoints(self, org_id: str, job_id: str, *, limit: int, after: str | None) -> tuple[list[FineTuningJobCheckpoint], bool]:
         self._row(org_id, job_id)
+        if after is not None and self.models.repo.job_checkpoint(job_id, after) is None:
+            raise unknown_cursor("FineTuningJobCheckpoint", after)
         rows = self.models.repo.checkpoints(job_id, limit=limit + 1, after=after)
         checkpoints = [FineTuningJobCheckpoint(
             id=r.id, created_at=r.created_at, fine_tuned_model_checkpoint=r.model_id, fine_tuning_job_id=job_id,

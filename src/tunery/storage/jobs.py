@@ -148,6 +148,11 @@ class JobsRepo:
                 .where(exists().where(Job.id == job_id, Job.worker_id == only_if_worker))
             return s.execute(insert(JobEvent).from_select(columns, held).returning(JobEvent.seq)).first() is not None
 
+    def event(self, job_id: str, event_id: str) -> JobEvent | None:
+        """One event of the job; None when it has no such event."""
+        with self.db.session() as s:
+            return s.scalar(select(JobEvent).where(JobEvent.id == event_id, JobEvent.job_id == job_id))
+
     def last_metrics_step(self, job_id: str) -> int | None:
         with self.db.session() as s:
             data = s.scalar(select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
