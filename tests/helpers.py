@@ -101,7 +101,8 @@ def key_for(server: Server, org: str) -> str:
     """A new API key of organization `org` on the server's data directory, made with the CLI."""
     from tunery.cli import app
 
-    result = CliRunner().invoke(app, ["keys", "create", "--org", org, "--data-dir", str(server.data_dir)])
+    result = CliRunner().invoke(app, ["keys", "create", "--org", org, "--data-dir", str(server.data_dir)],
+                                env={"TUNERY_DATABASE_URL": server.env.get("TUNERY_DATABASE_URL")})
     assert result.exit_code == 0, result.output
     return result.output.strip()
 
@@ -115,12 +116,13 @@ def free_port() -> int:
 class Server:
     def __init__(self, data_dir: Path, env: dict[str, str | None]):
         self.data_dir = data_dir
+        self.env = {k: v for k, v in {**os.environ, "TUNERY_API_KEY": TEST_KEY, **env}.items() if v is not None}
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.log = open(data_dir.parent / f"server-{self.port}.log", "w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tunery", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-            env={k: v for k, v in {**os.environ, "TUNERY_API_KEY": TEST_KEY, **env}.items() if v is not None},
+            env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         deadline = time.time() + SERVER_START_SECONDS

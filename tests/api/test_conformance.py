@@ -24,10 +24,15 @@ ENVELOPE_KEYS = {"message", "type", "param", "code"}
 QUICK = {"n_epochs": 1, "batch_size": 12}  # one step on the tiny model
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_dir):
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory, tiny_model_dir):
+    """The suite runs once on each database: the data directory's SQLite file, and a database of
+    its own on the session's PostgreSQL server (skipped, saying why, without PostgreSQL)."""
+    env = {"TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT), "TUNERY_DATABASE_URL": None}
+    if request.param == "postgresql":
+        env["TUNERY_DATABASE_URL"] = request.getfixturevalue("postgres_cluster").new_database()
     start, servers = server_factory(tmp_path_factory.mktemp("conformance"))
-    yield start(base_models=(tiny_model_dir,), env={"TUNERY_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT)})
+    yield start(base_models=(tiny_model_dir,), env=env)
     for running in servers:
         running.stop()
 
