@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 from tests.helpers import COLOR_PAIRS
 from tunery.data.render import render_generation_prompt
 from tunery.inference import llamacpp
+from tunery.inference.decoder import kv_bytes_per_token
 from tunery.inference.engine import Engine
 from tunery.inference.types import SamplingParams
 from tunery.weights import Weights
@@ -93,7 +94,7 @@ def test_a_base_is_converted_once_to_q8_0_by_default_or_to_the_type_asked(tiny_m
 
 def test_sequences_the_kv_cache_cannot_hold_at_once_wait_for_room_in_order(tiny_model_dir, monkeypatch):
     config = json.loads((tiny_model_dir / "config.json").read_text())
-    monkeypatch.setattr(llamacpp, "KV_CACHE_BYTES", 1024 * llamacpp.kv_bytes_per_token(config))  # 1024 tokens
+    kv_cache_bytes = 1024 * kv_bytes_per_token(config, llamacpp.KV_ELEMENT_BYTES)  # 1024 tokens
     refused, started = [], []
     reserve = llamacpp.LlamaCppDecoder.reserve
 
@@ -102,7 +103,7 @@ def test_sequences_the_kv_cache_cannot_hold_at_once_wait_for_room_in_order(tiny_
         return room
 
     monkeypatch.setattr(llamacpp.LlamaCppDecoder, "reserve", counting)
-    engine = Engine(device="cpu", cpu_backend="llamacpp")
+    engine = Engine(device="cpu", cpu_backend="llamacpp", kv_cache_bytes=kv_cache_bytes)
     weights = Weights("base", tiny_model_dir)
     assert engine.context_length(weights) == 1024  # the tiny model's context fits
     prompt = render_generation_prompt(engine.tokenizer(weights), [{"role": "user", "content": COLOR_PAIRS[0][0]}])

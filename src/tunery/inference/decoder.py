@@ -7,7 +7,11 @@ with its own LoRA adapter or none: the base weights are read once for the whole 
 what decoding on a CPU is bound by. The projections are fused (q/k/v in one matrix, gate/up in
 another), the cache is written in place, and no work is done that a decode step does not need
 (no masks built from scratch per layer, no cache concatenation), so a step costs little more
-than reading the weights."""
+than reading the weights.
+
+The KV cache is one block of slots x positions: it grows (doubling) as sequences reserve room,
+never past kv_cache_bytes (TUNERY_KV_CACHE_MB; a sequence that does not fit beside the others
+waits), and shrinks back when the sequences that needed it end."""
 
 from __future__ import annotations
 
@@ -21,7 +25,9 @@ import torch.nn.functional as F
 from tunery.inference.types import UnsupportedModel
 
 SUPPORTED_TYPES = ("llama", "mistral", "qwen2", "qwen3")
-INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need
+INITIAL_SLOTS, INITIAL_CAPACITY = 4, 256  # the KV cache grows (doubling) as sequences need, and shrinks back to this
+KV_CACHE_BYTES = 1 << 30  # a decoder's KV cache at most, unless TUNERY_KV_CACHE_MB says otherwise
+SHRINK_BELOW = 4  # the cache shrinks once what its sequences reserve needs a quarter of it (not at every end: no churn)
 NARROW_ROWS = 4  # rows a bfloat16 matrix multiplies itself on a CPU without native bfloat16 (measured on AVX2)
 WIDE_COPY_MAX_BYTES = 2 << 30  # below this, a float32 copy of the weights is kept beside the bfloat16 one
 VARYING_ROPE = ("dynamic", "longrope")  # RoPE whose frequencies change with the length: not precomputed here
@@ -35,6 +41,13 @@ def supports(config: dict) -> bool:
 
 
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")  # by family
+
+
+def kv_bytes_per_token(config: dict, element_bytes: int) -> int:
+    """A token's keys and values in every layer of a model of this config.json."""
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    return config["num_hidden_layers"] * 2 * (config.get("num_key_value_heads") or heads) * head_dim * element_bytes
 
 
 def serving_context(config: dict) -> int:
@@ -147,9 +160,11 @@ class Adapter:
 
 
 class Decoder:
-    def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device, weights_dtype: torch.dtype | None = None):
+    def __init__(self, folder: Path, *, dtype: torch.dtype, device: torch.device, weights_dtype: torch.dtype | None = None,
+                 kv_cache_bytes: int = KV_CACHE_BYTES):
         """dtype: what it computes in (activations, KV cache, adapters); weights_dtype: what its
-        weight matrices are kept in (the same by default; bfloat16 under float32: see _Matrix)."""
+        weight matrices are kept in (the same by default; bfloat16 under float32: see _Matrix);
+        kv_cache_bytes: the most its KV cache may hold."""
         from transformers import AutoModelForCausalLM
 
         config = json.loads((folder / "config.json").read_text())
@@ -202,8 +217,11 @@ class Decoder:
         matrices += [self.embed] if self.lm_head is self.embed else [self.embed, self.lm_head]
         self.weight_bytes = sum(m.bytes for m in matrices)
         del model
+        self.kv_cache_bytes = kv_cache_bytes
+        self.token_bytes = kv_bytes_per_token(config, dtype.itemsize)
+        self._reserved: dict[int, int] = {}  # slot -> the positions its sequence may reach
         self.slots, self.capacity = 0, 0
-        self._grow(INITIAL_SLOTS, INITIAL_CAPACITY)
+        self._resize(*self._initial_shape())
 
     # adapters ----------------------------------------------------------------------------------
     def load_adapter(self, folder: Path) -> Adapter:
@@ -213,19 +231,60 @@ class Decoder:
         """Nothing to undo: an adapter is its own tensors, gone with it."""
 
     # the KV cache ------------------------------------------------------------------------------
-    def free(self, slot: int) -> None:
-        """Nothing to free: a slot's cache is overwritten by its next sequence."""
+    @property
+    def cache_bytes(self) -> int:
+        """The KV cache allocated now (keys and values of every slot and position)."""
+        return self.slots * self.capacity * self.token_bytes
 
-    def _grow(self, slots: int, capacity: int) -> None:
-        slots, capacity = max(slots, self.slots), min(max(capacity, self.capacity), self.context)
-        if (slots, capacity) == (self.slots, self.capacity):
-            return
+    def reserve(self, slot: int, length: int) -> bool:
+        """Make room for `length` positions in `slot` and keep it for that slot until free(): the
+        cache grows (doubling, up to the context) as far as kv_cache_bytes allows; False when it
+        cannot hold this beside what the other slots reserved."""
+        needs = {**self._reserved, slot: length}
+        shape = self._shape(max(needs) + 1, max(needs.values()))
+        if shape is None:
+            return False
+        self._reserved[slot] = length
+        if max(needs) >= self.slots or length > self.capacity:
+            self._resize(*shape)
+        return True
+
+    def free(self, slot: int) -> None:
+        """The slot's room goes back; the cache shrinks once it is idle, or when what is still
+        reserved needs a small part of it (its memory goes back to the allocator)."""
+        self._reserved.pop(slot, None)
+        if not self._reserved:
+            shape = self._initial_shape()
+        else:
+            shape = self._shape(max(self._reserved) + 1, max(self._reserved.values()))
+            if shape[0] * shape[1] * SHRINK_BELOW > self.slots * self.capacity:
+                return
+        if shape != (self.slots, self.capacity):
+            self._resize(*shape)
+
+    def _initial_shape(self) -> tuple[int, int]:
+        """What an idle decoder keeps: INITIAL_SLOTS x INITIAL_CAPACITY, or one position under a tiny bound."""
+        return self._shape(1, 1) or (1, 1)
+
+    def _shape(self, slots: int, length: int) -> tuple[int, int] | None:
+        """(slots, positions) for these needs: powers of two (fewer reallocations as sequences
+        come), or exactly the needs when those would pass kv_cache_bytes; None when even they do."""
+        rounded = (max(INITIAL_SLOTS, 1 << (slots - 1).bit_length()),
+                   min(self.context, max(INITIAL_CAPACITY, 1 << (length - 1).bit_length())))
+        for shape in (rounded, (slots, length)):
+            if shape[0] * shape[1] * self.token_bytes <= self.kv_cache_bytes:
+                return shape
+        return None
+
+    def _resize(self, slots: int, capacity: int) -> None:
+        """A cache of this shape, holding what the old one held where both have room."""
         shape = (len(self.layers), slots, self.kv_heads, capacity, self.head_dim)
         keys = torch.zeros(shape, dtype=self.dtype, device=self.device)
         values = torch.zeros(shape, dtype=self.dtype, device=self.device)
         if self.slots:
-            keys[:, :self.slots, :, :self.capacity] = self.keys
-            values[:, :self.slots, :, :self.capacity] = self.values
+            kept_slots, kept = min(slots, self.slots), min(capacity, self.capacity)
+            keys[:, :kept_slots, :, :kept] = self.keys[:, :kept_slots, :, :kept]
+            values[:, :kept_slots, :, :kept] = self.values[:, :kept_slots, :, :kept]
         self.keys, self.values, self.slots, self.capacity = keys, values, slots, capacity
         positions = torch.arange(capacity, device=self.device).float()
         angles = torch.outer(positions, self.inv_freq)
@@ -233,20 +292,13 @@ class Decoder:
         self.cos = (angles.cos() * self.rope_scale).to(self.dtype)
         self.sin = (angles.sin() * self.rope_scale).to(self.dtype)
 
-    def reserve(self, slot: int, length: int) -> bool:
-        """Make room for `length` positions in `slot` (capacity doubles, up to the context); always room."""
-        slots = self.slots * 2 if slot >= self.slots else self.slots
-        capacity = self.capacity
-        while capacity < length:
-            capacity *= 2
-        self._grow(max(slots, slot + 1), capacity)
-        return True
-
     # forward -----------------------------------------------------------------------------------
     @torch.inference_mode()
     def prefill(self, slot: int, ids: list[int], adapter: Adapter | None, *, all_logits: bool = False) -> torch.Tensor:
         """Run a prompt into `slot`; the logits of its last position ([1, vocab]) or of every one."""
-        self.reserve(slot, len(ids))
+        if slot >= self.slots or len(ids) > self.capacity:  # a caller that reserved no room (the engine does)
+            if not self.reserve(slot, len(ids)):
+                raise RuntimeError(f"no room for {len(ids)} positions in the KV cache ({self.kv_cache_bytes} bytes)")
         tokens = torch.tensor([ids], device=self.device)
         positions = torch.arange(len(ids), device=self.device)
         hidden = self._layers(tokens, positions[None], torch.tensor([slot], device=self.device),

@@ -10,10 +10,18 @@ decoded by inference/llamacpp.py when llama-cpp-python is installed (TUNERY_CPU_
 the batched torch decoder (decoder.py) serves them on CUDA and without it, and transformers
 (generic.py) serves every other architecture.
 
+Every organization shares the engine fairly (fairness.py): waiting sequences are admitted
+round-robin by owner (the organization that asked), and when a decoder has no slot or cache room
+left, a waiting owner takes a slot back from one holding more than one beyond its own (that
+sequence waits again and later resumes from its prompt and what it had generated, computed again).
+A sequence whose stream was closed (its client went away) leaves at the next step; close() ends
+whatever is in flight with EngineClosed.
+
 One copy of each base model stays in memory. LoRA adapters are loaded on first use and kept, with
 fully fine-tuned models, in a least-recently-used cache bounded by a memory budget; a model in use
-is never evicted. Text is detokenized incrementally; stop sequences end a sequence and are never
-sent, even in part, while streaming."""
+is never evicted. Each decoder's KV cache is bounded by kv_cache_bytes (TUNERY_KV_CACHE_MB): the
+context served is at most what it holds for one sequence. Text is detokenized incrementally; stop
+sequences end a sequence and are never sent, even in part, while streaming."""
 
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import logging
 import secrets
 import tempfile
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +38,15 @@ from typing import Any
 import torch
 
 from tunery.devices import attention_implementation, resolve_device, serving_dtype, weights_dtype
-from tunery.inference.decoder import Adapter, Decoder, serving_context, supports
-from tunery.inference import llamacpp
+from tunery.inference.decoder import KV_CACHE_BYTES, Adapter, Decoder, kv_bytes_per_token, serving_context, supports
+from tunery.inference import fairness, llamacpp
 from tunery.inference.generic import GenericAdapter, GenericDecoder, runs
 from tunery.inference.llamacpp import LlamaCppAdapter, LlamaCppDecoder
+from tunery.inference.text import end_tokens, first_stop, held_back, token_text
 from tunery.inference.types import (
     ContextLengthExceeded,
     Delta,
+    EngineClosed,
     Finished,
     RequestTooLarge,
     SamplingParams,
@@ -65,7 +75,7 @@ class _Model:
 
     def __init__(self, decoder: AnyDecoder, tokenizer, adapter: AnyAdapter | None = None):
         self.decoder, self.tokenizer, self.adapter = decoder, tokenizer, adapter
-        self.end_tokens = _end_tokens(tokenizer)
+        self.end_tokens = end_tokens(tokenizer)
         self.in_use = 0
 
 
@@ -78,6 +88,7 @@ class _Sequence:
     stream: Stream
     weights: Weights
     generator: torch.Generator
+    owner: str = ""  # who asked (an organization): admission is fair between owners
     slot: int = -1
     generated: list[int] = field(default_factory=list)
     counts: dict[int, int] = field(default_factory=dict)
@@ -90,10 +101,12 @@ class _Sequence:
 
 class Engine:
     def __init__(self, device: str = "auto", dtype: str = "auto", cache_bytes: int = 2 << 30, attention: str = "auto",
-                 cpu_backend: str = "auto", gguf_type: str = "auto", gguf_dir: Path | None = None):
-        """cpu_backend: what decodes on a CPU ("auto": llama.cpp when installed, else torch);
-        gguf_type and gguf_dir: llama.cpp's weights and where their conversions are kept (a
-        temporary folder when none is given)."""
+                 cpu_backend: str = "auto", gguf_type: str = "auto", gguf_dir: Path | None = None,
+                 kv_cache_bytes: int = KV_CACHE_BYTES):
+        """cache_bytes: the fine-tuned weights kept in memory; cpu_backend: what decodes on a CPU
+        ("auto": llama.cpp when installed, else torch); gguf_type and gguf_dir: llama.cpp's weights
+        and where their conversions are kept (a temporary folder when none is given);
+        kv_cache_bytes: the most each decoder's KV cache holds (the transformers path excepted)."""
         if cpu_backend not in CPU_BACKENDS:
             raise ValueError(f"TUNERY_CPU_BACKEND={cpu_backend!r}: use one of {', '.join(CPU_BACKENDS)}.")
         if cpu_backend == "llamacpp" and not llamacpp.installed():
@@ -104,7 +117,7 @@ class Engine:
         self.dtype = serving_dtype(dtype, self.device)
         self.weights_dtype = weights_dtype(dtype, self.device, self.dtype)  # the batched decoder's matrices
         self.attention = attention_implementation(attention, self.device, self.dtype)
-        self.cache_bytes = cache_bytes
+        self.cache_bytes, self.kv_cache_bytes = cache_bytes, kv_cache_bytes
         self.cpu_backend, self.gguf_type = cpu_backend, gguf_type
         self._scratch = None if gguf_dir is not None else tempfile.TemporaryDirectory(prefix="tunery-gguf-")
         self.gguf_dir = gguf_dir if gguf_dir is not None else Path(self._scratch.name)
@@ -115,6 +128,7 @@ class Engine:
         self._waiting: list[_Sequence] = []
         self._forgotten: list[Path] = []
         self._active: list[_Sequence] = []
+        self._unfinished = 0  # sequences submitted and not ended: counted apart, as they move between lists
         self._wake = threading.Condition()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name="tunery-engine", daemon=True)
@@ -133,9 +147,13 @@ class Engine:
             return self._tokenizers[folder]
 
     def context_length(self, weights: Weights) -> int:
+        """The longest sequence served: the model's context, or what its KV cache holds for one
+        sequence when that is less (the transformers path's caches are its own)."""
         config = self._config(weights.folder)
         if self._on_llamacpp(config):  # its KV cache is allocated once: a longer context is served shorter
-            return min(serving_context(config), llamacpp.kv_tokens(config, MAX_BATCH))
+            return min(serving_context(config), llamacpp.kv_tokens(config, MAX_BATCH, self.kv_cache_bytes))
+        if supports(config):
+            return min(serving_context(config), self.kv_cache_bytes // kv_bytes_per_token(config, self.dtype.itemsize))
         return serving_context(config)
 
     def _on_llamacpp(self, config: dict[str, Any]) -> bool:
@@ -148,9 +166,11 @@ class Engine:
                 self._configs[folder] = json.loads((folder / "config.json").read_text())
             return self._configs[folder]
 
-    def submit(self, weights: Weights, prompts: list[list[int]], params: SamplingParams, n: int = 1) -> Stream:
-        """Generate n completions of each prompt (indexes prompt * n + choice). Raises
-        ContextLengthExceeded, RequestTooLarge or UnsupportedModel before anything runs."""
+    def submit(self, weights: Weights, prompts: list[list[int]], params: SamplingParams, n: int = 1,
+               owner: str = "") -> Stream:
+        """Generate n completions of each prompt (indexes prompt * n + choice) for `owner` (the
+        organization asking: owners share the engine fairly). Raises ContextLengthExceeded,
+        RequestTooLarge, UnsupportedModel or EngineClosed before anything runs."""
         if not runs(self._config(weights.folder)):
             raise UnsupportedModel(f"{weights.folder.name}: transformers has no causal language model for "
                                    f"model_type {self._config(weights.folder).get('model_type')!r}")
@@ -168,15 +188,19 @@ class Engine:
         for p, prompt in enumerate(prompts):
             max_tokens = params.max_tokens or max(1, min(DEFAULT_MAX_TOKENS, context - len(prompt)))
             if len(prompt) + max_tokens > context:
-                raise ContextLengthExceeded(len(prompt), max_tokens, context)
+                raise ContextLengthExceeded(len(prompt), max_tokens, context,
+                                            by_kv_cache=context < serving_context(self._config(weights.folder)))
             for choice in range(n):
                 generator = torch.Generator()
                 # Same seed, same samples; each choice its own stream of them.
                 generator.manual_seed((params.seed * 1_000_003 + choice) % 2**63 if params.seed is not None
                                       else secrets.randbits(63))
-                sequences.append(_Sequence(p * n + choice, prompt, params, max_tokens, stream, weights, generator))
+                sequences.append(_Sequence(p * n + choice, prompt, params, max_tokens, stream, weights, generator, owner))
         with self._wake:
+            if self._closed:
+                raise EngineClosed()
             self._waiting.extend(sequences)
+            self._unfinished += len(sequences)
             self._wake.notify()
         return stream
 
@@ -186,15 +210,21 @@ class Engine:
             self._forgotten.append(folder)
             self._wake.notify()
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Stop at the end of the current step without waiting for it (a signal handler may call
+        this): what is in flight or waiting ends with EngineClosed, later submissions are refused."""
         with self._wake:
             self._closed = True
             self._wake.notify()
+
+    def close(self) -> None:
+        """Stop, and wait for the engine thread to end (its step, and freeing llama.cpp's memory)."""
+        self.stop()
         self._thread.join(timeout=60)
 
     def busy(self) -> int:
         """Sequences being decoded or waiting to be."""
-        return len(self._active) + len(self._waiting)
+        return self._unfinished
 
     # the engine thread -------------------------------------------------------------------------
     def _run(self) -> None:
@@ -202,9 +232,9 @@ class Engine:
             with self._wake:
                 while not self._closed and not self._waiting and not self._active and not self._forgotten:
                     self._wake.wait()
+                waiting, self._waiting = self._waiting, []
                 if self._closed:
-                    return self._release_all()
-                admitted, self._waiting = self._waiting, []
+                    return self._shut_down(waiting)
                 forgotten, self._forgotten = self._forgotten, []
             for folder in forgotten:
                 model = self._cached.pop(folder, None)
@@ -212,11 +242,10 @@ class Engine:
                     self._cached[folder] = model  # in use: it goes with the next eviction
                 elif model is not None:
                     self._drop(model)
-            waiting: list[_Sequence] = []
-            full: set[int] = set()  # decoders that made a sequence wait this round: later ones queue behind it
-            for seq in admitted:
-                if not self._start(seq, full):
-                    waiting.append(seq)
+            for seq in [s for s in self._active if s.stream.cancelled]:  # their callers went away: no step more
+                log.info("generation stopped after %d tokens: its caller went away", len(seq.generated))
+                self._end(seq, None)
+            waiting = self._admit(waiting)
             if waiting:
                 with self._wake:
                     self._waiting[:0] = waiting  # first in the queue, in their order
@@ -226,43 +255,84 @@ class Engine:
             for seqs in by_decoder.values():
                 self._step(seqs[0].model.decoder, seqs)
 
-    def _release_all(self) -> None:
-        """The engine closes: llama.cpp's memory is its own, freed here rather than at exit."""
+    def _shut_down(self, waiting: list[_Sequence]) -> None:
+        """The engine closes: every sequence in flight or waiting ends with EngineClosed, and
+        llama.cpp's memory (its own) is freed here rather than at exit."""
+        for seq in [*self._active, *waiting]:
+            self._end(seq, None if seq.stream.cancelled else EngineClosed())
         for model in [*self._bases.values(), *self._cached.values()]:
             if isinstance(model.decoder, LlamaCppDecoder):
                 model.decoder.close()
         if self._scratch is not None:
             self._scratch.cleanup()
 
-    def _start(self, seq: _Sequence, full: set[int]) -> bool:
-        """Prefill seq and sample its first token; False when it must wait (every slot of its
-        decoder taken, no room left in its cache, or an earlier sequence waiting for that decoder)."""
+    def _admit(self, waiting: list[_Sequence]) -> list[_Sequence]:
+        """Start the waiting sequences that fit, in fair order; returns those that wait still
+        (sequences that gave their slot back first), in their order."""
+        still, taken_back, full = [], [], set()
+        for seq in fairness.admission_order(waiting, Counter(s.owner for s in self._active)):
+            if not self._start(seq, full, taken_back):
+                still.append(seq)
+        return taken_back + still
+
+    def _start(self, seq: _Sequence, full: set[int], taken_back: list[_Sequence]) -> bool:
+        """Prefill seq (one taken back earlier: its prompt and what it had generated) and sample its
+        next token; False when it must wait: its decoder has no slot or cache room for it, even
+        after taking slots back from owners holding more than one beyond seq's owner (appended to
+        taken_back), or an earlier sequence waits for that decoder this round (in `full`)."""
         try:
             if seq.stream.cancelled:
                 self._end(seq, None)
                 return True
-            seq.model = self._load(seq.weights)
-            seq.model.in_use += 1
-            decoder = seq.model.decoder
-            used = {s.slot for s in self._active if s.model.decoder is decoder}
-            seq.slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
-            if (id(decoder) in full or seq.slot == MAX_BATCH
-                    or not decoder.reserve(seq.slot, len(seq.prompt) + seq.max_tokens)):
-                full.add(id(decoder))
-                seq.model.in_use -= 1
-                seq.model, seq.slot = None, -1
+            model = self._load(seq.weights)
+            decoder = model.decoder
+            if id(decoder) in full:
                 return False
-            echo = seq.params.prompt_logprobs and seq.params.logprobs is not None
-            logits = decoder.prefill(seq.slot, seq.prompt, seq.model.adapter, all_logits=echo)
+            model.in_use += 1
+            while not self._place(seq, decoder):
+                running = [s for s in self._active if s.model.decoder is decoder]
+                victim = fairness.victim(seq, running)
+                if victim is None:
+                    model.in_use -= 1
+                    if not running:  # alone, it still does not fit (context_length keeps this from happening)
+                        raise RequestTooLarge(f"{len(seq.prompt) + seq.max_tokens} tokens do not fit in this model's "
+                                              f"KV cache of {self.kv_cache_bytes} bytes (TUNERY_KV_CACHE_MB).",
+                                              "max_tokens")
+                    full.add(id(decoder))
+                    return False
+                self._take_back(victim)
+                taken_back.append(victim)
+            seq.model = model
+            echo = seq.params.prompt_logprobs and seq.params.logprobs is not None and not seq.generated
+            logits = decoder.prefill(seq.slot, seq.prompt + seq.generated, model.adapter, all_logits=echo)
             if echo:
                 seq.prompt_logprobs = [None] + [self._logprob(seq, logits[i], seq.prompt[i + 1])
                                                 for i in range(len(seq.prompt) - 1)]
             self._active.append(seq)
             self._advance(seq, logits[-1])
         except Exception as exc:  # a fault loading or running this model: its caller hears of it
-            log.exception("generation failed")
+            if not isinstance(exc, RequestTooLarge):
+                log.exception("generation failed")
             self._end(seq, exc)
         return True
+
+    def _place(self, seq: _Sequence, decoder: AnyDecoder) -> bool:
+        """A free slot of the decoder for seq, with room reserved in its cache; False if none."""
+        used = {s.slot for s in self._active if s.model.decoder is decoder}
+        slot = next(i for i in range(MAX_BATCH + 1) if i not in used)
+        if slot == MAX_BATCH or not decoder.reserve(slot, len(seq.prompt) + seq.max_tokens):
+            return False
+        seq.slot = slot
+        return True
+
+    def _take_back(self, seq: _Sequence) -> None:
+        """seq leaves its slot for another owner's sequence; it waits again, keeping what it generated."""
+        log.info("a sequence of %s waits again after %d tokens: another organization's turn", seq.owner or "-",
+                 len(seq.generated))
+        self._active.remove(seq)
+        seq.model.decoder.free(seq.slot)
+        seq.model.in_use -= 1
+        seq.model, seq.slot = None, -1
 
     def _step(self, decoder: AnyDecoder, seqs: list[_Sequence]) -> None:
         width = max(s.slot for s in seqs) + 1
@@ -285,7 +355,6 @@ class Engine:
     def _advance(self, seq: _Sequence, logits: torch.Tensor) -> None:
         """Sample the next token of seq, send what text is final, and end it when it is done."""
         if seq.stream.cancelled:
-            log.info("generation stopped after %d tokens: its caller went away", len(seq.generated))
             return self._end(seq, None)
         token = self._sample(seq, logits)
         tokenizer = seq.model.tokenizer
@@ -296,12 +365,12 @@ class Engine:
         if seq.params.logprobs is not None:
             seq.pending.append(self._logprob(seq, logits, token))
         text = tokenizer.decode(seq.generated, skip_special_tokens=True)
-        cut = _first_stop(text, seq.params.stop, seq.sent)
+        cut = first_stop(text, seq.params.stop, seq.sent)
         if cut is not None:
             return self._finish(seq, "stop", text[:cut])
         if len(seq.generated) >= seq.max_tokens:
             return self._finish(seq, "length", text)
-        final = len(text) - _held_back(text, seq.params.stop)
+        final = len(text) - held_back(text, seq.params.stop)
         if final > seq.sent and not text[:final].endswith("\ufffd"):  # a character still being spelt out waits
             seq.stream.put(Delta(seq.index, text[seq.sent:final], seq.pending))
             seq.logprobs.extend(seq.pending)
@@ -333,9 +402,9 @@ class Engine:
         if seq.params.logprobs:
             values, ids = logprobs.topk(seq.params.logprobs)
             for value, candidate in zip(values.tolist(), ids.tolist()):
-                candidate_text, candidate_bytes = _token_text(tokenizer, candidate)
+                candidate_text, candidate_bytes = token_text(tokenizer, candidate)
                 top.append((candidate_text, value, candidate_bytes))
-        text, raw = _token_text(tokenizer, token)
+        text, raw = token_text(tokenizer, token)
         return TokenLogprob(text, float(logprobs[token]), raw, top)
 
     def _finish(self, seq: _Sequence, reason: str, text: str | None = None) -> None:
@@ -351,13 +420,15 @@ class Engine:
         self._end(seq, None)
 
     def _end(self, seq: _Sequence, error: BaseException | None) -> None:
-        if seq in self._active:
-            self._active.remove(seq)
-        if seq.model is not None:
+        if seq.model is not None:  # its room freed before it leaves the count busy() gives
             seq.model.in_use -= 1
             if seq.slot >= 0:
                 seq.model.decoder.free(seq.slot)
             seq.model = None
+        if seq in self._active:
+            self._active.remove(seq)
+        with self._wake:
+            self._unfinished -= 1
         stream = seq.stream
         if error is not None:
             stream.put(error)
@@ -393,11 +464,12 @@ class Engine:
     def _new_decoder(self, folder: Path) -> AnyDecoder:
         if self._on_llamacpp(self._config(folder)):
             try:
-                return LlamaCppDecoder(folder, gguf_dir=self.gguf_dir, gguf_type=self.gguf_type, sequences=MAX_BATCH)
+                return LlamaCppDecoder(folder, gguf_dir=self.gguf_dir, gguf_type=self.gguf_type, sequences=MAX_BATCH,
+                                       kv_cache_bytes=self.kv_cache_bytes)
             except (ExportError, RuntimeError) as exc:  # a RoPE scaling GGUF cannot describe, a failed load
                 log.warning("%s is served by torch, not llama.cpp: %s", folder.name, exc)
         return new_decoder(folder, dtype=self.dtype, device=self.device, attention=self.attention,
-                           weights_dtype=self.weights_dtype)
+                           weights_dtype=self.weights_dtype, kv_cache_bytes=self.kv_cache_bytes)
 
     def _evict(self) -> None:
         """Least recently used models go, never one in use, until the cache fits its budget."""
@@ -434,45 +506,11 @@ class Engine:
 
 
 def new_decoder(folder: Path, *, dtype: torch.dtype, device: torch.device, attention: str | None = None,
-                weights_dtype: torch.dtype | None = None) -> Decoder | GenericDecoder:
-    """The torch decoders: the compact batched decoder for the architectures it runs (its own attention), transformers
-    for any other (with the attention implementation devices.attention_implementation chose)."""
+                weights_dtype: torch.dtype | None = None, kv_cache_bytes: int = KV_CACHE_BYTES) -> Decoder | GenericDecoder:
+    """The torch decoders: the compact batched decoder for the architectures it runs (its own attention, its KV
+    cache within kv_cache_bytes), transformers for any other (with the attention implementation
+    devices.attention_implementation chose)."""
     config = json.loads((folder / "config.json").read_text())
     if supports(config):
-        return Decoder(folder, dtype=dtype, device=device, weights_dtype=weights_dtype)
+        return Decoder(folder, dtype=dtype, device=device, weights_dtype=weights_dtype, kv_cache_bytes=kv_cache_bytes)
     return GenericDecoder(folder, dtype=dtype, device=device, attention=attention)
-
-
-def _end_tokens(tokenizer) -> set[int]:
-    """The tokens that end an answer: end of sequence, and the chat templates' end of turn."""
-    ends = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for name in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-        token = tokenizer.convert_tokens_to_ids(name)
-        if isinstance(token, int) and token != tokenizer.unk_token_id:
-            ends.add(token)
-    return ends
-
-
-def _token_text(tokenizer, token: int) -> tuple[str, list[int]]:
-    text = tokenizer.decode([token])
-    return text, list(text.encode("utf-8"))
-
-
-def _first_stop(text: str, stops: tuple[str, ...], sent: int) -> int | None:
-    """Where the first stop sequence begins in text (searching from just before what was sent)."""
-    if not stops:
-        return None
-    start = max(0, sent - max(len(s) for s in stops))
-    found = [i for i in (text.find(s, start) for s in stops) if i != -1]
-    return min(found) if found else None
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """How many characters at the end of text might begin a stop sequence (not sent yet)."""
-    longest = 0
-    for stop in stops:
-        for size in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:size]):
-                longest = size
-                break
-    return longest

@@ -10,7 +10,9 @@ sampling, penalties, logprobs, stop sequences, streams, the adapter cache):
   near-lossless, and on a 2-core AVX2 CPU as fast for one stream as the embedded model's own Q4_1
   GGUF and faster for several and for prompts; q4_0 decodes ~1.4x faster again and kept
   bench/quality.py's scores on SmolLM2, but rounds float weights to 4 bits (opt-in);
-- one llama.cpp context whose KV cache every sequence shares (a sequence id per engine slot);
+- one llama.cpp context whose KV cache every sequence shares (a sequence id per engine slot),
+  allocated once at its bound (TUNERY_KV_CACHE_MB; a longer context is served shorter, and a
+  sequence without room waits);
 - each LoRA adapter converted to llama.cpp's GGUF LoRA format as it is loaded (~0.1 s; the file
   goes once llama.cpp has read it). llama.cpp applies adapters
   per context, so a step runs one llama_decode per adapter among its rows (rows of one adapter,
@@ -35,11 +37,12 @@ import numpy as np
 import torch
 
 from tunery.export import ExportError, gguf_architecture, write_gguf, write_gguf_lora
+from tunery.inference.decoder import KV_CACHE_BYTES, kv_bytes_per_token, serving_context
 from tunery.weights import Weights
 
 log = logging.getLogger(__name__)
 GGUF_TYPES = ("auto", "q8_0", "q4_0", "q4_1", "f16")  # "auto": q8_0
-KV_CACHE_BYTES = 1 << 30  # the KV cache all sequences share, allocated at start (a longer context is served shorter)
+KV_ELEMENT_BYTES = 2  # llama.cpp keeps keys and values in float16
 PREFILL_CHUNK = 512  # prompt tokens per llama_decode call
 MIN_SHARED_PREFIX = 16  # shorter common beginnings are computed again (not worth the bookkeeping)
 _BACKEND = threading.Lock()
@@ -61,19 +64,11 @@ def serves(config: dict) -> bool:
     return installed()
 
 
-def kv_tokens(config: dict, sequences: int) -> int:
+def kv_tokens(config: dict, sequences: int, kv_cache_bytes: int = KV_CACHE_BYTES) -> int:
     """Cells of the KV cache all sequences share: room for every slot's full context when that fits
-    in KV_CACHE_BYTES, else what does (a model's context beyond it is not served on llama.cpp)."""
-    from tunery.inference.decoder import serving_context
-
-    return min(sequences * serving_context(config), max(256, KV_CACHE_BYTES // kv_bytes_per_token(config) // 256 * 256))
-
-
-def kv_bytes_per_token(config: dict) -> int:
-    """A token's keys and values in every layer (float16, as llama.cpp keeps them)."""
-    heads = config["num_attention_heads"]
-    head_dim = config.get("head_dim") or config["hidden_size"] // heads
-    return config["num_hidden_layers"] * 2 * config.get("num_key_value_heads", heads) * head_dim * 2
+    in kv_cache_bytes, else what does (a model's context beyond it is not served on llama.cpp)."""
+    per_token = kv_bytes_per_token(config, KV_ELEMENT_BYTES)
+    return min(sequences * serving_context(config), max(256, kv_cache_bytes // per_token // 256 * 256))
 
 
 def base_gguf(folder: Path, gguf_dir: Path, gguf_type: str = "auto") -> Path:
@@ -139,7 +134,7 @@ class LlamaCppAdapter:
 
 class LlamaCppDecoder:
     def __init__(self, folder: Path, *, gguf_dir: Path, gguf_type: str = "auto", sequences: int = 32,
-                 threads: int | None = None):
+                 threads: int | None = None, kv_cache_bytes: int = KV_CACHE_BYTES):
         import llama_cpp
 
         self._llama = llama_cpp
@@ -151,7 +146,7 @@ class LlamaCppDecoder:
         if not self._model:
             raise RuntimeError(f"llama.cpp could not load {self.path}")
         self.vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
-        self.capacity = kv_tokens(self.config, sequences)
+        self.capacity = kv_tokens(self.config, sequences, kv_cache_bytes)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = self.capacity
         params.n_batch = params.n_ubatch = PREFILL_CHUNK
@@ -165,7 +160,7 @@ class LlamaCppDecoder:
             llama_cpp.llama_model_free(self._model)
             raise RuntimeError(f"llama.cpp could not make a context of {self.capacity} tokens for {self.path.name}")
         self._memory = llama_cpp.llama_get_memory(self._ctx)
-        self.weight_bytes = self.path.stat().st_size + self.capacity * kv_bytes_per_token(self.config)  # + the KV cache
+        self.weight_bytes = self.path.stat().st_size + self.capacity * kv_bytes_per_token(self.config, KV_ELEMENT_BYTES)  # + the KV cache
         self._batch = llama_cpp.llama_batch_init(max(PREFILL_CHUNK, sequences), 0, 1)
         self._reserved: dict[int, int] = {}
         self._cached: dict[int, tuple[LlamaCppAdapter | None, list[int]]] = {}  # slot -> its adapter, tokens in the cache

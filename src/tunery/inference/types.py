@@ -66,10 +66,20 @@ class Finished:
 
 
 class ContextLengthExceeded(ValueError):
-    def __init__(self, prompt_tokens: int, max_tokens: int, context: int):
+    def __init__(self, prompt_tokens: int, max_tokens: int, context: int, by_kv_cache: bool = False):
+        """by_kv_cache: the context served is shorter than the model's, bounded by the KV cache."""
+        bound = (f" (This server's KV cache, TUNERY_KV_CACHE_MB, holds at most {context} tokens of one completion "
+                 f"of this model.)") if by_kv_cache else ""
         super().__init__(f"This model's maximum context length is {context} tokens. However, you requested "
                          f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} "
-                         f"in the completion). Please reduce the length of the messages or completion.")
+                         f"in the completion). Please reduce the length of the messages or completion.{bound}")
+
+
+class EngineClosed(RuntimeError):
+    """The engine stopped (the server is shutting down): generation in flight ends with this."""
+
+    def __init__(self):
+        super().__init__("The server is shutting down: this generation was stopped. Please try again.")
 
 
 class Stream:
