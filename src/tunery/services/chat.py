@@ -1,7 +1,9 @@
 """Chat and legacy completions: resolve the model (base, fine-tuned or checkpoint of this
 organization), render the prompt as training renders it (tools and functions included), hand it
-to the engine, and answer in OpenAI's shapes: a ChatCompletion or Completion, or their chunks
-when streamed. Everything that can be refused is refused before generation starts."""
+to the engine on behalf of the organization (which the engine shares fairly between them), and
+answer in OpenAI's shapes: a ChatCompletion or Completion, or their chunks when streamed.
+Everything that can be refused is refused before generation starts; generation cut short by the
+server shutting down is a server error saying so."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from typing import TYPE_CHECKING
 
 from tunery.data.render import render_generation_prompt
 from tunery.data.tools import TOOL_CALL_OPEN, parse_tool_calls, template_renders_tools
-from tunery.errors import InvalidRequest
+from tunery.errors import InvalidRequest, TuneryError
 from tunery.ids import new_id, now
-from tunery.inference.types import ContextLengthExceeded, Delta, Finished, RequestTooLarge, Stream, UnsupportedModel
+from tunery.inference.types import (ContextLengthExceeded, Delta, EngineClosed, Finished, RequestTooLarge, Stream,
+                                   UnsupportedModel)
 from tunery.inference.types import TokenLogprob as EngineLogprob
 from tunery.protocol.chat import (
     ChatChoice,
@@ -83,7 +86,7 @@ class ChatService:
         forced = _forced_call(request, specs, tokenizer) if offered and specs else ""
         if forced:  # the answer starts as a call: the model writes the rest
             prompt = prompt + tokenizer(forced, add_special_tokens=False)["input_ids"]
-        stream = self._submit(weights, [prompt], params, request.n or 1, "messages")
+        stream = self._submit(org_id, weights, [prompt], params, request.n or 1, "messages")
         return ChatRun(request, stream, offered and bool(specs), bool(request.functions) and not request.tools,
                        new_id("chatcmpl"), now(), forced)
 
@@ -112,7 +115,7 @@ class ChatService:
             yield chunk(index, ChunkDelta(role="assistant", content=""))
         finished = []
         try:
-            async for event in run.stream:
+            async for event in _events(run.stream):
                 if isinstance(event, Delta) and not run.offers_tools:
                     yield chunk(event.index, ChunkDelta(content=event.text), logprobs=logprobs_of(event.logprobs))
                 elif isinstance(event, Finished):
@@ -140,7 +143,7 @@ class ChatService:
         ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]  # as training tokenized them
         if any(not i for i in ids):
             raise InvalidRequest("prompt must not be empty.", param="prompt")
-        stream = self._submit(weights, ids, params, request.n or 1, "prompt")
+        stream = self._submit(org_id, weights, ids, params, request.n or 1, "prompt")
         return CompletionRun(request, stream, prompts, new_id("cmpl"), now())
 
     async def completion(self, run: CompletionRun) -> Completion:
@@ -163,7 +166,7 @@ class ChatService:
         n = run.request.n or 1
         finished, offsets = [], {}
         try:
-            async for event in run.stream:
+            async for event in _events(run.stream):
                 if isinstance(event, Delta):
                     if run.request.echo and event.index not in offsets:
                         yield chunk(event.index, run.prompts[event.index // n])
@@ -181,9 +184,11 @@ class ChatService:
         if run.request.stream_options and run.request.stream_options.include_usage:
             yield Completion(id=run.id, created=run.created, model=run.request.model, choices=[], usage=_usage(finished, run.request.n or 1))
 
-    def _submit(self, weights: Weights, prompts: list[list[int]], params, n: int, param: str) -> Stream:
+    def _submit(self, org_id: str, weights: Weights, prompts: list[list[int]], params, n: int, param: str) -> Stream:
         try:
-            return self.engine.submit(weights, prompts, params, n)
+            return self.engine.submit(weights, prompts, params, n, owner=org_id)
+        except EngineClosed as exc:
+            raise _shutting_down(exc) from None
         except ContextLengthExceeded as exc:
             raise InvalidRequest(str(exc), param=param, code="context_length_exceeded") from None
         except RequestTooLarge as exc:
@@ -233,9 +238,25 @@ def _legacy(tokens: list[EngineLogprob], start: int, top: int, text: str | None 
 
 async def _finished(stream: Stream) -> list[Finished]:
     try:
-        return sorted([e async for e in stream if isinstance(e, Finished)], key=lambda e: e.index)
+        return sorted([e async for e in _events(stream) if isinstance(e, Finished)], key=lambda e: e.index)
     finally:
-        stream.close()
+        stream.close()  # also when the caller is cancelled (its client went away): generation stops
+
+
+async def _events(stream: Stream) -> AsyncIterator[Delta | Finished]:
+    """The stream's events; the engine stopping is a server error saying so, and a sequence its
+    KV cache cannot hold even alone a refusal."""
+    try:
+        async for event in stream:
+            yield event
+    except EngineClosed as exc:
+        raise _shutting_down(exc) from None
+    except RequestTooLarge as exc:
+        raise InvalidRequest(str(exc), param=exc.param, code="request_too_large") from None
+
+
+def _shutting_down(exc: EngineClosed) -> TuneryError:
+    return TuneryError(str(exc), code="server_shutting_down")
 
 
 def _usage(finished: list[Finished], n: int) -> Usage:
