@@ -1,9 +1,15 @@
-"""The FastAPI application: routes under /v1, every failure in OpenAI's error envelope."""
+"""The FastAPI application: routes under /v1, every failure in OpenAI's error envelope; its
+lifespan stops the generation engine promptly when the server stops."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import threading
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -13,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tunery import __version__
 from tunery import console
+from tunery.api.responses import errors, openapi_document
 from tunery.api.routes import chat, completions, files, fine_tuning, models, tunery
 from tunery.config import Settings
 from tunery.errors import InvalidRequest, TooLarge, TuneryError
@@ -25,11 +32,12 @@ def create_app(settings: Settings) -> FastAPI:
     # No /docs or /redoc pages: FastAPI builds them from a CDN's scripts, which neither the
     # Content-Security-Policy nor an offline machine allows; /openapi.json describes the API.
     app = FastAPI(title="tunery", version=__version__, description="The OpenAI fine-tuning API, self-hosted.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.container = Container(settings)
-    for module in (files, fine_tuning, models, chat, completions):
-        app.include_router(module.router, prefix="/v1")
-    app.include_router(tunery.router, prefix="/tunery")
+    for module in (files, fine_tuning, models, chat, completions):  # every operation needs a key and may fault
+        app.include_router(module.router, prefix="/v1", responses=errors(401, 500))
+    app.include_router(tunery.router, prefix="/tunery", responses=errors(401, 500))
+    app.openapi = openapi_document(app)
     console.mount(app)
 
     @app.get("/health", include_in_schema=False)
@@ -43,6 +51,45 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(FaultBarrier)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    container = app.state.container
+    _stop_generation_on_signals(container)
+    yield
+    engine = _engine(container)
+    if engine is not None:
+        await asyncio.to_thread(engine.close)  # what is still in flight ends; the engine thread with it
+
+
+def _engine(container: Container):
+    """The generation engine, if chat was ever used (it is made then: Container.chat is a cached property)."""
+    chat = vars(container).get("chat")
+    return chat.engine if chat is not None else None
+
+
+def _stop_generation_on_signals(container: Container) -> None:
+    """uvicorn runs the lifespan's shutdown only once the requests in flight have ended, and a
+    generation may run for minutes: so SIGINT and SIGTERM stop the engine first (what is in flight
+    answers an error at once), then go on to the handlers uvicorn installed. Only the main thread
+    receives signals: a server run in another thread (tests) is stopped by its lifespan alone."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
+
+        def stop_generation(signum, frame, previous=previous) -> None:
+            engine = _engine(container)
+            if engine is not None:
+                engine.stop()  # returns at once: a signal handler must not wait
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                signal.raise_signal(signum)
+
+        signal.signal(number, stop_generation)
 
 
 def _tunery_error(_request: Request, exc: TuneryError) -> JSONResponse:
