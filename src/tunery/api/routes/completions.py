@@ -8,13 +8,14 @@ from starlette.concurrency import run_in_threadpool
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.api.disconnects import unless_client_leaves
+from tunery.api.responses import errors
 from tunery.api.sse import event_stream
 from tunery.protocol.completions import Completion, CompletionRequest
 
 router = APIRouter(tags=["completions"])
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=errors(404))  # an unknown model
 async def create(c: ContainerDep, org: OrgDep, body: CompletionRequest,
                  request: Request) -> Completion | StreamingResponse | Response:
     # Checks, tokenizer and prompt are blocking work: off the event loop that serves every stream.
