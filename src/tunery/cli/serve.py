@@ -47,6 +47,10 @@ def serve(
     handler.setFormatter(logging.Formatter("%(asctime)s api %(levelname)s %(message)s"))
     logging.getLogger("tunery").addHandler(handler)
     logging.getLogger("tunery").setLevel(logging.INFO)
+    worker_env = dict(os.environ)  # training keeps OpenMP's default
+    # Serving's OpenMP threads (llama.cpp's) sleep at their barriers instead of spinning: read once
+    # as OpenMP loads (with torch), so set before anything imports it (inference/llamacpp.py says why).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     api = _with_database(settings, lambda: create_app(settings))
     key = api.state.container.organizations.default_key()
     base_url = f"http://{settings.host}:{settings.port}/v1"
@@ -58,7 +62,8 @@ def serve(
     if not no_worker:
         supervisor = WorkerSupervisor([sys.executable, "-m", "tunery", "worker", "--data-dir", str(settings.data_dir),
                                        "--exit-with-parent", str(os.getpid())]
-                                      + (["--database-url", settings.database_url] if settings.database_url else []))
+                                      + (["--database-url", settings.database_url] if settings.database_url else []),
+                                      env=worker_env)
         supervisor.start()
     try:
         uvicorn.run(api, host=settings.host, port=settings.port, log_level="info")
@@ -72,8 +77,8 @@ class WorkerSupervisor:
     memory, a crash), after a back-off that grows while it keeps dying; each death is logged with
     its cause. The job it held is taken over by the new worker."""
 
-    def __init__(self, command: list[str]):
-        self.command = command
+    def __init__(self, command: list[str], env: dict[str, str] | None = None):
+        self.command, self.env = command, env
         self.process: subprocess.Popen | None = None
         self.restarts = 0
         self._stopping = threading.Event()
@@ -88,7 +93,7 @@ class WorkerSupervisor:
     def _spawn(self) -> None:
         with self._lock:
             if not self._stopping.is_set():
-                self.process = subprocess.Popen(self.command)
+                self.process = subprocess.Popen(self.command, env=self.env)
                 self._started = time.monotonic()
 
     def _watch(self) -> None:
