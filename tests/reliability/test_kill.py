@@ -104,10 +104,10 @@ def test_serve_brings_back_a_worker_killed_from_outside_and_its_job_finishes(arm
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=training_file, seed=0,
                                          hyperparameters={"n_epochs": EPOCHS, "batch_size": 1})
     deadline = time.time() + 120
-    while not (holders := [w for w in workers() if w["job_id"] == job.id]) or \
-            not client.fine_tuning.jobs.checkpoints.list(job.id).data:
+    while not client.fine_tuning.jobs.checkpoints.list(job.id).data:  # gently: serve's worker runs niced
         assert time.time() < deadline, "the job never reached its first checkpoint"
-        time.sleep(0.05)
+        time.sleep(0.2)
+    holders = [w for w in workers() if w["job_id"] == job.id]
     assert holders[0]["device"] == "cpu" and holders[0]["host"] and time.time() - holders[0]["heartbeat_at"] < 30
     killed = holders[0]["pid"]
     os.kill(killed, signal.SIGKILL)  # nobody restarts anything: serve does
@@ -134,11 +134,10 @@ def test_a_worker_paused_past_its_lease_stops_without_writing_when_it_comes_back
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=colours.id, seed=0,
                                          hyperparameters={"n_epochs": 8, "batch_size": 1})
     deadline = time.time() + 120
-    while not (holders := [w for w in queue.live_workers() if w.job_id == job.id]) or \
-            not client.fine_tuning.jobs.checkpoints.list(job.id).data:
+    while not client.fine_tuning.jobs.checkpoints.list(job.id).data:  # gently: serve's worker runs niced
         assert time.time() < deadline, "the job never reached its first checkpoint"
-        time.sleep(0.05)
-    paused = holders[0].pid
+        time.sleep(0.2)
+    paused = next(w.pid for w in queue.live_workers() if w.job_id == job.id)
     os.kill(paused, signal.SIGSTOP)  # alive, silent: its lease runs out
     second = subprocess.Popen([sys.executable, "-m", "tunery", "worker", "--data-dir", str(server.data_dir)],
                               env={**os.environ, **short, "TUNERY_WARM_UP": "false"},
@@ -146,7 +145,7 @@ def test_a_worker_paused_past_its_lease_stops_without_writing_when_it_comes_back
     try:
         while not [w for w in queue.live_workers() if w.job_id == job.id and w.pid == second.pid]:
             assert time.time() < deadline + 60, "nobody took the job over"
-            time.sleep(0.05)
+            time.sleep(0.2)
         os.kill(paused, signal.SIGCONT)  # back, mid-step, believing the job is its own
         done = wait_until_finished(client, job.id, timeout=240)
     finally:

@@ -85,7 +85,10 @@ class Worker:
         finally:
             self.stopping.set()
             beating.join()
-            self.queue.worker_gone(self.worker_id)
+            try:
+                self.queue.worker_gone(self.worker_id)
+            except Exception as exc:  # the database went first: `tunery workers` no longer lists it a lease later
+                log.warning("could not remove this worker's row: %s", exc)
 
     def run_once(self) -> bool:
         """Validate one job's files, or else train one job; False when there was nothing to do."""
@@ -105,8 +108,7 @@ class Worker:
         while True:
             job = self._job
             try:
-                self.queue.worker_beat(self.worker_id, host=self.host, pid=os.getpid(), device=self.device,
-                                       job_id=job.id if job else None, started_at=self.started_at)
+                self._report(job)
                 if job is not None:
                     self.queue.heartbeat(job.id, self.worker_id)
             except Exception as exc:  # the database unreachable for a moment: the next beat tries again
@@ -114,9 +116,15 @@ class Worker:
             if self.stopping.wait(self.settings.worker_heartbeat_seconds):
                 return
 
+    def _report(self, job: ClaimedJob | None) -> None:
+        """This worker's row in the workers table: alive, holding `job`."""
+        self.queue.worker_beat(self.worker_id, host=self.host, pid=os.getpid(), device=self.device,
+                               job_id=job.id if job else None, started_at=self.started_at)
+
     def _guarded(self, job: ClaimedJob, step: Callable[[ClaimedJob], None]) -> None:
         self._job = job
         try:
+            self._report(job)  # `tunery workers` shows the job from now, not from the next beat
             if job.taken_over_from is not None and not self._take_over(job):
                 return
             step(job)
@@ -129,6 +137,8 @@ class Worker:
             self.queue.fail(job.id, self.worker_id, "server_error", f"The job failed because of an internal error: {exc}")
         finally:
             self._job = None
+            with contextlib.suppress(Exception):  # the next beat says it again
+                self._report(None)
 
     def _take_over(self, job: ClaimedJob) -> bool:
         """A job whose worker died holding it: say so and go on (False: it has failed instead,

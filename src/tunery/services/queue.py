@@ -16,6 +16,7 @@ from tunery.storage.tables import Job, Worker
 from tunery.storage.workers import WorkersRepo
 
 ALL_EVENTS = 1_000_000
+FORGET_SILENT_WORKERS_SECONDS = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,11 @@ class JobQueue:
     # workers ---------------------------------------------------------------------------------------
     def worker_beat(self, worker_id: str, *, host: str, pid: int, device: str, job_id: str | None,
                     started_at: float) -> None:
-        """The worker is alive (holding job_id, or none)."""
+        """The worker is alive (holding job_id, or none); rows of workers long silent (they died
+        without saying so, on other machines) are dropped meanwhile."""
         self.workers.beat(worker_id, host=host, pid=pid, device=device, labels=[device], job_id=job_id,
                           started_at=started_at)
+        self.workers.forget_silent(FORGET_SILENT_WORKERS_SECONDS)
 
     def worker_gone(self, worker_id: str) -> None:
         self.workers.remove(worker_id)
