@@ -5,6 +5,7 @@ organization, the colour-to-fruit toy task). Test modules import from here, neve
 from __future__ import annotations
 
 import io
+import json
 import os
 import shutil
 import socket
@@ -225,3 +226,13 @@ class PostgresCluster:
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "stop")
+
+
+def send_raw(port: int, path: str, body: dict, key: str = TEST_KEY) -> socket.socket:
+    """A JSON POST written on a socket of its own: the test reads its answer when it wants, or
+    closes the socket to leave without it (a client that goes away)."""
+    payload = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    return sock

@@ -4,9 +4,7 @@ streamed or not, and one organization's burst does not hold up another's chat.""
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import threading
 import time
 from types import SimpleNamespace
@@ -15,7 +13,7 @@ import pytest
 import uvicorn
 from openai import OpenAI
 
-from tests.helpers import TEST_KEY, TINY_MODEL, free_port
+from tests.helpers import TEST_KEY, TINY_MODEL, free_port, send_raw
 from tunery.api.app import create_app
 from tunery.config import Settings
 from tunery.inference.engine import MAX_BATCH
@@ -47,20 +45,11 @@ def wait_until(condition, seconds: float = 10) -> None:
         time.sleep(0.02)
 
 
-def send(port: int, path: str, body: dict, key: str = TEST_KEY) -> socket.socket:
-    """A request written on a socket of its own, which the test closes to leave without its answer."""
-    payload = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
-    return sock
-
-
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_that_leaves_stops_its_generation(served, stream):
     assert served.engine.kv_cache_bytes == 64 << 20  # TUNERY_KV_CACHE_MB reached the engine
     wait_until(lambda: served.engine.busy() == 0)
-    sock = send(served.port, "/v1/completions", BURST | {"max_tokens": 900, "stream": stream})
+    sock = send_raw(served.port, "/v1/completions", BURST | {"max_tokens": 900, "stream": stream})
     wait_until(lambda: len(served.engine._active) == MAX_BATCH)  # decoding, and as many waiting
     sock.close()
     wait_until(lambda: served.engine.busy() == 0, 5)  # its sequences, running and waiting, are gone
@@ -71,7 +60,7 @@ def test_an_organizations_burst_does_not_hold_up_anothers_chat(served):
     other = OpenAI(base_url=f"http://127.0.0.1:{served.port}/v1", api_key=repo.create_key(repo.ensure("org-b").id),
                    max_retries=0)
     wait_until(lambda: served.engine.busy() == 0)
-    sock = send(served.port, "/v1/completions", BURST | {"max_tokens": 60, "seed": 1})
+    sock = send_raw(served.port, "/v1/completions", BURST | {"max_tokens": 60, "seed": 1})
     wait_until(lambda: len(served.engine._active) == MAX_BATCH)
     chat = other.chat.completions.create(model=TINY_MODEL, max_tokens=3, messages=[{"role": "user", "content": "red"}])
     assert chat.usage.completion_tokens == 3

@@ -3,7 +3,6 @@ waits for the requests in flight, which answer an error at once, and the server 
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import time
@@ -11,17 +10,8 @@ import time
 import openai
 import pytest
 
-from tests.helpers import TEST_KEY, TINY_MODEL, key_for
+from tests.helpers import TINY_MODEL, key_for, send_raw
 from tunery.inference.engine import MAX_BATCH
-
-
-def send(port: int, path: str, body: dict, key: str = TEST_KEY) -> socket.socket:
-    """A request written on a socket of its own, whose answer the test reads when it wants."""
-    payload = json.dumps(body).encode()
-    sock = socket.create_connection(("127.0.0.1", port))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
-    return sock
 
 
 def answer(sock: socket.socket) -> str:
@@ -35,7 +25,7 @@ def answer(sock: socket.socket) -> str:
 def test_the_server_stops_promptly_with_generation_in_flight(start_server, tiny_model_dir):
     server = start_server(base_models=(tiny_model_dir,))
     burst = {"model": TINY_MODEL, "prompt": ["red", "green"], "n": MAX_BATCH, "max_tokens": 900}  # slots full, more waiting
-    waiting = send(server.port, "/v1/completions", burst)
+    waiting = send_raw(server.port, "/v1/completions", burst)
     other = server.client(key_for(server, "org-b"))  # not behind the burst: its turn comes at once
     streamed = other.completions.create(model=TINY_MODEL, prompt="red", max_tokens=900, stream=True)
     next(iter(streamed))  # generating, beside the burst
