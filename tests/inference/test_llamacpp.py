@@ -128,7 +128,7 @@ def test_a_fully_fine_tuned_model_evicted_from_the_cache_frees_its_llama_cpp_mem
     prompt = render_generation_prompt(engine.tokenizer(copies[0]), [{"role": "user", "content": "red"}])
     first = engine.submit(copies[0], [prompt], SamplingParams(max_tokens=2, temperature=0)).collect()[0].text
     assert engine.backend(copies[0]).startswith("llama.cpp")
-    decoder = engine._cached[copies[0].folder].decoder
+    decoder = engine.models.fine_tuned[copies[0].folder].decoder
     assert engine.submit(copies[1], [prompt], SamplingParams(max_tokens=2, temperature=0)).collect()[0].text == first
     assert engine.cached() == [copies[1].folder] and decoder._ctx is None  # evicted, and its context freed
     engine.close()

@@ -81,7 +81,7 @@ def test_the_kv_cache_grows_for_a_long_request_and_shrinks_back_once_it_ends(tin
     weights = Weights("base", tiny_model_dir)
     stream = engine.submit(weights, [PROMPT], SamplingParams(max_tokens=1000, temperature=1.0), n=8)
     wait_until(lambda: len(engine._active) == 8)
-    decoder = engine._bases[tiny_model_dir].decoder
+    decoder = engine.models.bases[tiny_model_dir].decoder
     assert (decoder.slots, decoder.capacity) == (8, 1024) and decoder.keys.shape[1::2] == (8, 1024)
     stream.close()
     wait_until(lambda: not engine.busy())
@@ -116,7 +116,7 @@ def test_sequences_beyond_the_kv_cache_bound_wait_and_a_longer_one_is_refused(ti
     stream = engine.submit(weights, [PROMPT], SamplingParams(max_tokens=150, temperature=1.0, seed=3), n=3)
     finished = []
     for event in stream:
-        assert engine._bases[tiny_model_dir].decoder.cache_bytes <= bound
+        assert engine.models.bases[tiny_model_dir].decoder.cache_bytes <= bound
         if isinstance(event, Finished):
             finished.append(event)
     assert len(finished) == 3

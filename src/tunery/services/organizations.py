@@ -18,12 +18,22 @@ class OrganizationsService:
         self.repo = repo
         self.blobs = blobs
         self.env_key = env_key
+        self._env_org: Organization | None = None  # organizations are never deleted: looked up once
+
+    def known(self, key: str | None) -> Organization | None:
+        """The organization of TUNERY_API_KEY once it was looked up (it is fixed for the process, and
+        organizations are never deleted); None for any other key, which authenticate() looks up."""
+        if key and self._env_org is not None and hmac.compare_digest(key.encode(), self.env_key.encode()):
+            return self._env_org
+        return None
 
     def authenticate(self, key: str | None) -> Organization:
         if not key:
             raise AuthenticationFailed()
         if self.env_key and hmac.compare_digest(key.encode(), self.env_key.encode()):
-            return self.repo.ensure(DEFAULT_ORGANIZATION)
+            if self._env_org is None:
+                self._env_org = self.repo.ensure(DEFAULT_ORGANIZATION)
+            return self._env_org
         org = self.repo.org_for_key(key)
         if org is None:
             raise AuthenticationFailed()

@@ -18,6 +18,10 @@ from alembic.config import Config
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # several processes write; wait for the other rather than fail
+# A connection kept for each of the API's threads (anyio's 40; a worker opens the one or two it
+# uses): with SQLAlchemy's default 5 (+10 that close once used), a busy server connected again on
+# most requests, which cost more than their queries (a PostgreSQL connection is a new server process).
+POOL = {"pool_size": 40, "max_overflow": 20}
 # Every process upgrades the schema as it starts: on PostgreSQL they take turns under this lock.
 MIGRATION_LOCK = 0x7475_6E65  # "tune"
 
@@ -45,12 +49,14 @@ class Database:
         parsed = engine_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
+            pool = {}
             if parsed.database not in (None, "", ":memory:"):
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            self.engine = create_engine(parsed)
+                pool = POOL
+            self.engine = create_engine(parsed, **pool)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:  # a server: connections that died with it are replaced, not handed out
-            self.engine = create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+            self.engine = create_engine(parsed, pool_pre_ping=True, **POOL)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

@@ -60,5 +60,5 @@ class OrgsRepo:
         """The key's organization, or None for an unknown or revoked key. The lookup goes by the
         key's hash, so no comparison ever touches the key itself."""
         with self.db.session() as s:
-            row = s.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)))
-            return s.get(Organization, row.organization_id) if row else None
+            return s.scalar(select(Organization).join(ApiKey).where(ApiKey.key_hash == hash_key(key),
+                                                                    ApiKey.revoked_at.is_(None)))
