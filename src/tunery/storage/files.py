@@ -18,13 +18,13 @@ class FilesRepo:
         return row
 
     def get(self, org_id: str, file_id: str) -> File | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             row = s.get(File, file_id)
             return row if row is not None and row.organization_id == org_id else None
 
     def list(self, org_id: str, *, purpose: str | None = None, limit: int = 10000,
              after: str | None = None, order: str = "desc") -> list[File]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(File).where(File.organization_id == org_id)
             if purpose:
                 query = query.where(File.purpose == purpose)

@@ -28,7 +28,7 @@ class JobsRepo:
 
     def get(self, org_id: str | None, job_id: str) -> Job | None:
         """The job, or None when it does not exist or belongs to another organization."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             row = s.get(Job, job_id)
             return row if row is not None and (org_id is None or row.organization_id == org_id) else None
 
@@ -36,7 +36,7 @@ class JobsRepo:
              metadata: dict[str, str] | None = None, status: str | None = None) -> list[Job]:
         """Newest first; with metadata, only jobs whose metadata holds every given pair; with
         status, only jobs in that status."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(Job).where(Job.organization_id == org_id)
             if status is not None:
                 query = query.where(Job.status == status)
@@ -47,7 +47,7 @@ class JobsRepo:
             return list(s.scalars(query.order_by(Job.sort_key.desc()).limit(limit)))
 
     def count_active(self, org_id: str) -> int:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.scalar(select(func.count()).select_from(Job).where(
                 Job.organization_id == org_id, Job.status.in_(("validating_files", "queued", "running"))))
 
@@ -150,18 +150,18 @@ class JobsRepo:
 
     def event(self, job_id: str, event_id: str) -> JobEvent | None:
         """One event of the job; None when it has no such event."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.scalar(select(JobEvent).where(JobEvent.id == event_id, JobEvent.job_id == job_id))
 
     def last_metrics_step(self, job_id: str) -> int | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             data = s.scalar(select(JobEvent.data).where(JobEvent.job_id == job_id, JobEvent.type == "metrics")
                             .order_by(JobEvent.seq.desc()).limit(1))
             return (data or {}).get("step")
 
     def events(self, job_id: str, *, limit: int, after: str | None = None) -> list[JobEvent]:
         """Newest first, as OpenAI returns them; `after` is the last event id of the previous page."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(JobEvent).where(JobEvent.job_id == job_id)
             if after and (anchor := s.scalar(select(JobEvent).where(JobEvent.id == after))) is not None:
                 query = query.where(JobEvent.seq < anchor.seq)

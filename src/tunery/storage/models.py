@@ -19,7 +19,7 @@ class ModelsRepo:
         return row
 
     def get(self, model_id: str) -> FineTunedModel | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.get(FineTunedModel, model_id)
 
     def delete(self, model_id: str) -> None:
@@ -27,7 +27,7 @@ class ModelsRepo:
             s.execute(delete(FineTunedModel).where(FineTunedModel.id == model_id))
 
     def list(self, org_id: str) -> list[FineTunedModel]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(FineTunedModel).where(FineTunedModel.organization_id == org_id)
             return list(s.scalars(query.order_by(FineTunedModel.created_at, FineTunedModel.id)))
 
@@ -38,25 +38,25 @@ class ModelsRepo:
         return row
 
     def checkpoint(self, model_id: str) -> Checkpoint | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.scalar(select(Checkpoint).where(Checkpoint.model_id == model_id))
 
     def job_checkpoint(self, job_id: str, checkpoint_id: str) -> Checkpoint | None:
         """The checkpoint with that id (ftckpt-...), or None when it does not exist or is another job's."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             row = s.get(Checkpoint, checkpoint_id)
             return row if row is not None and row.job_id == job_id else None
 
     def checkpoints(self, job_id: str, *, limit: int | None = None, after: str | None = None) -> list[Checkpoint]:
         """Newest first; `after` is the last checkpoint id of the previous page."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(Checkpoint).where(Checkpoint.job_id == job_id)
             if after and (anchor := s.get(Checkpoint, after)) is not None:
                 query = query.where(Checkpoint.step_number < anchor.step_number)
             return list(s.scalars(query.order_by(Checkpoint.step_number.desc()).limit(limit)))
 
     def org_checkpoints(self, org_id: str) -> list[Checkpoint]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             query = select(Checkpoint).where(Checkpoint.organization_id == org_id)
             return list(s.scalars(query.order_by(Checkpoint.created_at, Checkpoint.step_number)))
 

@@ -31,7 +31,7 @@ class OrgsRepo:
             return org
 
     def get(self, org_id: str) -> Organization | None:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.get(Organization, org_id)
 
     def create_key(self, org_id: str) -> str:
@@ -43,7 +43,7 @@ class OrgsRepo:
 
     def keys(self) -> list[tuple[ApiKey, str]]:
         """Every key with its organization's name, oldest first."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             rows = s.execute(select(ApiKey, Organization.name).join(Organization).order_by(ApiKey.created_at, ApiKey.id))
             return [(key, name) for key, name in rows]
 
@@ -59,6 +59,6 @@ class OrgsRepo:
     def org_for_key(self, key: str) -> Organization | None:
         """The key's organization, or None for an unknown or revoked key. The lookup goes by the
         key's hash, so no comparison ever touches the key itself."""
-        with self.db.session() as s:
+        with self.db.reading() as s:
             return s.scalar(select(Organization).join(ApiKey).where(ApiKey.key_hash == hash_key(key),
                                                                     ApiKey.revoked_at.is_(None)))
