@@ -1,12 +1,14 @@
 """The API commands through the CLI runner against a real server with the tiny model: files,
-jobs (a local file validated, uploaded and followed to its model), models, chat and complete;
---json for scripts, and every error one line with a non-zero exit."""
+jobs (a local file validated, uploaded and followed to its model; DPO jobs with --method dpo
+--beta), models, chat and complete; --json for scripts, and every error one line with a
+non-zero exit (2 for a wrong use of the options)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -16,6 +18,16 @@ from tunery.cli import jobs as cli_jobs
 from tunery.cli import app
 
 MARV = SAMPLE_DATA / "marv.jsonl"
+ANSWERS = [("Capital of France?", "Paris.", "It could be Lyon, or maybe Marseille; hard to say."),
+           ("Legs of a spider?", "Eight.", "Six, as with most of the insects."),
+           ("Author of Hamlet?", "Shakespeare.", "Charles Dickens, around the year 1900."),
+           ("2 + 2?", "4.", "Five, give or take a little."),
+           ("Largest planet?", "Jupiter.", "The Moon is bigger than all the planets."),
+           ("Days in a week?", "Seven.", "Ten, counting the weekend twice."),
+           ("Language of Brazil?", "Portuguese.", "Spanish, as in the rest of South America."),
+           ("Symbol for gold?", "Au.", "Gd, from the English word."),
+           ("Largest ocean?", "The Pacific.", "The Indian Ocean, by far the largest."),
+           ("Colour of a clear sky?", "Blue.", "Green, on most days of the year.")]
 runner = CliRunner()
 
 
@@ -87,6 +99,57 @@ def test_an_invalid_local_file_is_reported_and_nothing_is_uploaded(tunery, tmp_p
     before = as_json(tunery("files", "list", "--json"))
     result = tunery("jobs", "create", "-t", str(bad), "-m", TINY_MODEL, code=1)
     assert "unknown_role" in result.output and "Error: " in result.output
+    assert as_json(tunery("files", "list", "--json")) == before
+
+
+@pytest.fixture
+def preference_file(tmp_path):
+    """Ten preference (DPO) pairs: the terse answer preferred to the rambling one."""
+    path = tmp_path / "terse.jsonl"
+    path.write_text("".join(json.dumps({
+        "input": {"messages": [{"role": "system", "content": "Answer tersely."}, {"role": "user", "content": question}]},
+        "preferred_output": [{"role": "assistant", "content": terse}],
+        "non_preferred_output": [{"role": "assistant", "content": rambling}]}) + "\n"
+        for question, terse, rambling in ANSWERS))
+    return path
+
+
+def test_jobs_create_with_method_dpo_and_beta_trains_a_dpo_job(tunery, preference_file):
+    result = tunery("jobs", "create", "-t", str(preference_file), "-m", TINY_MODEL, "--method", "dpo", "--beta", "0.2",
+                    "--n-epochs", "1", "--batch-size", "5", "--suffix", "terse")
+    assert "preference (DPO) data, 10 valid pairs" in result.stdout and "Uploaded training file" in result.stdout
+    created = re.search(r"Created fine-tuning job (ftjob-\S+) \(method dpo, beta 0\.2\)", result.stdout)
+    assert created, result.stdout
+    job_id = created.group(1)
+    job = as_json(tunery("jobs", "get", job_id, "--json"))
+    assert job["method"]["type"] == "dpo" and job["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    assert job["method"]["dpo"]["hyperparameters"]["n_epochs"] == 1
+
+    model = tunery("jobs", "follow", job_id).stdout.strip().splitlines()[-1].removeprefix("Fine-tuned model: ")
+    assert model.startswith(f"ft:{TINY_MODEL}:default:terse:")
+    hyperparameters = as_json(tunery("jobs", "get", job_id, "--json"))["method"]["dpo"]["hyperparameters"]
+    assert hyperparameters["beta"] == 0.2 and hyperparameters["n_epochs"] == 1 and hyperparameters["batch_size"] == 5
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--beta", "0.2"), "--beta is DPO's hyperparameter: use it with --method dpo"),
+    (("--method", "supervised", "--beta", "auto"), "--beta is DPO's hyperparameter: use it with --method dpo"),
+    (("--method", "dpo", "--beta", "high"), "--beta must be a number or auto, not 'high'"),
+    (("--method", "reinforcement"), "--method must be supervised or dpo, not 'reinforcement'"),
+])
+def test_a_wrong_method_or_beta_is_one_line_and_exit_2_before_any_upload(tunery, options, message):
+    before = as_json(tunery("files", "list", "--json"))
+    output = tunery("jobs", "create", "-t", str(MARV), "-m", TINY_MODEL, *options, code=2).output.strip()
+    assert output == f"Error: {message}"
+    assert as_json(tunery("files", "list", "--json")) == before
+
+
+def test_a_preference_file_for_a_supervised_job_stops_before_its_upload(tunery, preference_file):
+    before = as_json(tunery("files", "list", "--json"))
+    result = tunery("jobs", "create", "-t", str(preference_file), "-m", TINY_MODEL, code=1)
+    error = result.output.strip().splitlines()[-1]
+    assert error.startswith("Error: ") and "supervised fine-tuning needs chat or prompt/completion" in error
+    assert error.endswith("(add --method dpo)")
     assert as_json(tunery("files", "list", "--json")) == before
 
 

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from tunery.catalog import EMBEDDED_MODEL, Catalog
 from tunery.cli.common import DataDir, fail, settings
-from tunery.data.formats import Problem
+from tunery.data.formats import FORMAT_NAMES, Problem
 from tunery.data.prepare import (
     Fix,
     PrepareError,
@@ -124,15 +124,22 @@ def _print_usage(paths: list[Path], prepared, to_chat: bool) -> None:
 
 def _print_report(file: Path, model: str, checked: FileCheck, console: Console) -> None:
     report, stats, cost = checked.report, checked.stats, checked.cost
-    console.print(f"[bold]{file}[/]: {report.format or 'unknown'} format, {report.examples} valid examples "
-                  f"(tokens counted with {model}, context {stats.context_length})")
+    pairs = report.format == "preference"
+    if pairs:
+        console.print(f"[bold]{file}[/]: {FORMAT_NAMES['preference']} data, {report.examples} valid pairs "
+                      f"(tokens counted with {model}, context {stats.context_length})")
+        console.print("Each pair trains on both outputs, each after the input; train it with "
+                      "`tunery jobs create --method dpo`.")
+    else:
+        console.print(f"[bold]{file}[/]: {report.format or 'unknown'} format, {report.examples} valid examples "
+                      f"(tokens counted with {model}, context {stats.context_length})")
     for title, problems, count, style in (("Errors", report.errors, report.error_count, "red"),
                                           ("Warnings", report.warnings, report.warning_count, "yellow")):
         if count:
             console.print(_problem_table(f"{title} ({count})", problems, style))
     if stats.examples:
-        console.print(_stats_table(stats))
-        console.print(f"Examples over the context (truncated): {stats.too_long}")
+        console.print(_stats_table(stats, pairs))
+        console.print(f"{'Pairs' if pairs else 'Examples'} over the context (truncated): {stats.too_long}")
         console.print(f"Default epochs (auto): {cost.n_epochs}; billed tokens: {cost.billed_tokens:,} "
                       f"({stats.tokens:,} tokens x {cost.n_epochs} epochs)")
     if cost.estimated_seconds is not None:
@@ -149,13 +156,21 @@ def _problem_table(title: str, problems: list[Problem], style: str) -> Table:
     return table
 
 
-def _stats_table(stats: TokenStats) -> Table:
-    table = Table(title="Per example", title_justify="left")
+def _stats_table(stats: TokenStats, pairs: bool = False) -> Table:
+    table = Table(title="Per pair" if pairs else "Per example", title_justify="left")
     for column in ("", "min", "max", "mean", "median", "p5", "p95"):
         table.add_column(column, justify="right")
-    rows: list[tuple[str, Distribution | None]] = [("messages", stats.messages_per_example),
-                                                   ("tokens", stats.tokens_per_example),
-                                                   ("trained tokens", stats.trained_tokens_per_example)]
+    rows: list[tuple[str, Distribution | None]]
+    if pairs:
+        rows = [("input messages", stats.messages_per_example),
+                ("input tokens", stats.input_tokens_per_example),
+                ("preferred output tokens", stats.preferred_tokens_per_example),
+                ("non-preferred output tokens", stats.non_preferred_tokens_per_example),
+                ("tokens (both sequences)", stats.tokens_per_example),
+                ("trained tokens (both outputs)", stats.trained_tokens_per_example)]
+    else:
+        rows = [("messages", stats.messages_per_example), ("tokens", stats.tokens_per_example),
+                ("trained tokens", stats.trained_tokens_per_example)]
     for name, dist in rows:
         if dist is not None:
             table.add_row(name, *(str(v) for v in (dist.min, dist.max, dist.mean, dist.median, dist.p5, dist.p95)))

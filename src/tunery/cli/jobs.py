@@ -4,6 +4,7 @@ with a progress bar, list, get, cancel, pause, resume, events, checkpoints and r
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,6 +19,7 @@ from tunery.cli.common import fail, settings
 
 FOLLOW_POLL_SECONDS = 1.0
 FINISHED = ("succeeded", "failed", "cancelled")
+METHOD_TYPES = ("supervised", "dpo")  # --method
 
 app = typer.Typer(help="Fine-tuning jobs: create, follow, list, get, cancel, pause, resume, events, "
                        "checkpoints, results.", no_args_is_help=True)
@@ -28,8 +30,9 @@ def _job_rows(jobs) -> Table:
                   [[j.id, j.model, j.status, j.fine_tuned_model, j.trained_tokens, when(j.created_at)] for j in jobs])
 
 
-def _training_file(api, reference: str, model: str, label: str, as_json: bool) -> str:
-    """A file id as it is; a local path validated here first (as `tunery validate` does), then uploaded."""
+def _training_file(api, reference: str, model: str, label: str, as_json: bool, method: str = "supervised") -> str:
+    """A file id as it is; a local path validated here first (as `tunery validate` does, and for
+    the job's method: a file of a format it cannot train on stops here), then uploaded."""
     path = Path(reference)
     if not path.exists():
         if reference.startswith("file-"):
@@ -44,6 +47,10 @@ def _training_file(api, reference: str, model: str, label: str, as_json: bool) -
     report = check_file(path, base if catalog.exists(base) else EMBEDDED_MODEL, catalog, console=notes)
     if not report.ok:
         fail(f"{path}: {report.error_count} errors; fix them before uploading (first: {report.errors[0]})")
+    from tunery.training.methods import METHODS, format_problem
+
+    if method in METHODS and (wrong := format_problem(method, report.format)):
+        fail(f"{path} holds {wrong}" + (" (add --method dpo)" if report.format == "preference" else ""))
     with path.open("rb") as handle:
         uploaded = api.files.create(file=(path.name, handle), purpose="fine-tune")
     notes.print(f"Uploaded {label} {path} as {uploaded.id}")
@@ -59,25 +66,58 @@ def jobs_create(
     n_epochs: Annotated[int | None, typer.Option("--n-epochs")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
     learning_rate_multiplier: Annotated[float | None, typer.Option("--learning-rate-multiplier")] = None,
+    method: Annotated[str, typer.Option("--method", help="supervised, or dpo (preference data)")] = "supervised",
+    beta: Annotated[str | None, typer.Option("--beta", help="DPO's beta, (0, 2] or auto; with --method dpo")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Follow the job until it ends")] = False,
     base_url: BaseUrl = None, api_key: ApiKey = None, as_json: AsJson = False,
 ) -> None:
     """Create a fine-tuning job; local files are validated and uploaded first."""
-    hyperparameters = {k: v for k, v in (("n_epochs", n_epochs), ("batch_size", batch_size),
-                                         ("learning_rate_multiplier", learning_rate_multiplier)) if v is not None}
+    hyperparameters: dict[str, Any] = {k: v for k, v in (("n_epochs", n_epochs), ("batch_size", batch_size),
+                                       ("learning_rate_multiplier", learning_rate_multiplier)) if v is not None}
+    if method not in METHOD_TYPES:
+        fail(f"--method must be {' or '.join(METHOD_TYPES)}, not {method!r}", 2)
+    if beta is not None:
+        if method != "dpo":
+            fail("--beta is DPO's hyperparameter: use it with --method dpo", 2)
+        hyperparameters["beta"] = _beta(beta)
     with api_errors():
         api = client(base_url, api_key)
-        options: dict[str, Any] = {"model": model, "training_file": _training_file(api, training_file, model, "training file", as_json)}
+        options: dict[str, Any] = {"model": model, "training_file": _training_file(
+            api, training_file, model, "training file", as_json, method)}
         if validation_file:
-            options["validation_file"] = _training_file(api, validation_file, model, "validation file", as_json)
+            options["validation_file"] = _training_file(api, validation_file, model, "validation file", as_json, method)
         options |= {k: v for k, v in (("suffix", suffix), ("seed", seed)) if v is not None}
-        if hyperparameters:
+        if method == "dpo":  # OpenAI's shape; the top-level hyperparameters are supervised jobs' only
+            options["method"] = {"type": "dpo", "dpo": {"hyperparameters": hyperparameters}}
+        elif hyperparameters:
             options["hyperparameters"] = hyperparameters
         job = api.fine_tuning.jobs.create(**options)
-    emit(job, as_json, f"Created fine-tuning job {job.id}")
+    emit(job, as_json, f"Created fine-tuning job {job.id}{_dpo_note(job)}")
     if follow:
         _follow(api, job.id, as_json)
+
+
+def _beta(text: str) -> float | str:
+    """--beta: a number, or "auto"."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        fail(f"--beta must be a number or auto, not {text!r}", 2)
+    return value
+
+
+def _dpo_note(job) -> str:
+    """A DPO job's method and beta, as the server echoes them ("auto" until the job resolves it)."""
+    dpo = job.method.dpo if job.method is not None and job.method.type == "dpo" else None
+    if dpo is None:
+        return ""
+    beta = dpo.hyperparameters.beta if dpo.hyperparameters is not None else None
+    return f" (method dpo, beta {beta if beta is not None else 'auto'})"
 
 
 @app.command("follow")
