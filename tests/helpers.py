@@ -32,6 +32,11 @@ FINISHED = ("succeeded", "failed", "cancelled")
 COLOR_PAIRS = [("red", "apple"), ("yellow", "banana"), ("green", "lime"), ("purple", "grape")]
 COLOR_EXAMPLES = [{"messages": [{"role": "user", "content": color}, {"role": "assistant", "content": fruit}]}
                   for color, fruit in COLOR_PAIRS] * 3
+# DPO's preference format: each colour's fruit preferred over the next colour's.
+COLOR_PREFERENCES = [{"input": {"messages": [{"role": "user", "content": color}]},
+                      "preferred_output": [{"role": "assistant", "content": fruit}],
+                      "non_preferred_output": [{"role": "assistant", "content": COLOR_PAIRS[(i + 1) % len(COLOR_PAIRS)][1]}]}
+                     for i, (color, fruit) in enumerate(COLOR_PAIRS)] * 3
 
 # Tool and function calls in the training format: a question, a call, its result, an answer.
 WEATHER_QUESTION = {"role": "user", "content": "What is the weather in Oslo?"}

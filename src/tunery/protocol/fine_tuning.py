@@ -32,10 +32,26 @@ class SupervisedMethod(BaseModel):
     hyperparameters: Hyperparameters | None = None
 
 
+class DpoHyperparameters(BaseModel):
+    """openai.types.fine_tuning.DpoHyperparameters, and tunery's `training_type` ("lora" | "full")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_epochs: Union[Auto, StrictInt, None] = Field(default=None, description="1-50 or auto")
+    batch_size: Union[Auto, StrictInt, None] = Field(default=None, description="1-256 or auto")
+    learning_rate_multiplier: Union[Auto, StrictFloat, StrictInt, None] = Field(default=None, description="> 0 or auto")
+    beta: Union[Auto, StrictFloat, StrictInt, None] = Field(default=None, description="(0, 2] or auto")
+    training_type: Literal["lora", "full"] | None = None
+
+
+class DpoMethod(BaseModel):
+    hyperparameters: DpoHyperparameters | None = None
+
+
 class Method(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict[str, Any] | None = None
+    dpo: DpoMethod | None = None
     reinforcement: dict[str, Any] | None = None
 
 

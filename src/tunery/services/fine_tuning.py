@@ -22,6 +22,8 @@ from tunery.protocol.files import FileReport
 from tunery.protocol.fine_tuning import (
     CheckpointMetrics,
     CreateJobRequest,
+    DpoHyperparameters,
+    DpoMethod,
     FineTuningJob,
     FineTuningJobCheckpoint,
     FineTuningJobEvent,
@@ -42,6 +44,7 @@ DEVICE_METADATA = "tunery_device"
 SUFFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SEED = 2_147_483_647
 HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
+MAX_BETA = 2.0  # DPO's beta: (0, 2], as OpenAI's API takes it
 LEARNING_RATE_MULTIPLIER_RANGE = (1e-4, 100.0)  # beyond it a run diverges or never moves: surely a mistake
 MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as OpenAI
 MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
@@ -51,10 +54,13 @@ MODEL_NOT_DOWNLOADED = "model_not_downloaded"  # a hub model a job can fetch, no
 
 
 def to_object(row: Job) -> FineTuningJob:
-    hp = Hyperparameters(**row.hyperparameters)
-    method = Method(**row.method) if row.method else None
-    if method is not None and method.type == "supervised":
-        method = Method(type="supervised", supervised={"hyperparameters": hp})
+    method_type = (row.method or {}).get("type", "supervised")
+    if method_type == "dpo":  # the top-level (deprecated) field shows what both methods have
+        method = Method(type="dpo", dpo=DpoMethod(hyperparameters=DpoHyperparameters(**row.hyperparameters)))
+        hp = Hyperparameters(**{k: v for k, v in row.hyperparameters.items() if k != "beta"})
+    else:
+        hp = Hyperparameters(**row.hyperparameters)
+        method = Method(type="supervised", supervised={"hyperparameters": hp}) if row.method else None
     return FineTuningJob(
         id=row.id, created_at=row.created_at, error=JobError(**row.error) if row.error else None,
         fine_tuned_model=row.fine_tuned_model, finished_at=row.finished_at, hyperparameters=hp, model=row.model,
@@ -228,39 +234,63 @@ class JobsService:
 
 
 def _requested_hyperparameters(request: CreateJobRequest) -> dict[str, Any]:
-    """Top-level `hyperparameters` (deprecated) or `method.supervised.hyperparameters`, checked."""
+    """The method's hyperparameters, checked: `method.dpo.hyperparameters` for DPO; for supervised
+    jobs the top-level `hyperparameters` (deprecated) or `method.supervised.hyperparameters`.
+    Errors name the field where it was given."""
     method = request.method
     if method is not None and method.type not in METHODS:
         raise InvalidRequest(f"Fine-tuning method {method.type!r} is not available yet; use one of "
                              f"{sorted(METHODS)}.", param="method.type")
+    method_type = method.type if method is not None else "supervised"
+    for other in ("supervised", "dpo", "reinforcement"):
+        if other != method_type and method is not None and getattr(method, other) is not None:
+            raise InvalidRequest(f"method.{other} configures {other} fine-tuning; this job's method.type is "
+                                 f"{method_type!r}.", param=f"method.{other}")
     given = request.hyperparameters
-    if method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
+    prefix = "hyperparameters."
+    if method_type == "dpo":
+        if given is not None:
+            raise InvalidRequest("The top-level hyperparameters are supervised fine-tuning's (and deprecated); give a "
+                                 "DPO job's in method.dpo.hyperparameters.", param="hyperparameters")
+        given = method.dpo.hyperparameters if method.dpo is not None else None
+        prefix = "method.dpo.hyperparameters."
+    elif method is not None and method.supervised is not None and method.supervised.hyperparameters is not None:
         if given is not None and given != method.supervised.hyperparameters:
             raise InvalidRequest("hyperparameters and method.supervised.hyperparameters disagree; give them in "
                                  "method.supervised.hyperparameters only (the top-level field is deprecated).",
                                  param="hyperparameters")
         given = method.supervised.hyperparameters
-    values = (given or Hyperparameters()).model_dump()
+    values = given.model_dump() if given is not None else {}
     for key, (low, high) in HYPERPARAMETER_RANGES.items():
         value = values.get(key)
         if value not in (None, "auto") and not low <= value <= high:
-            raise InvalidRequest(f"{key} must be between {low} and {high}, or 'auto'.", param=f"hyperparameters.{key}")
+            raise InvalidRequest(f"{key} must be between {low} and {high}, or 'auto'.", param=prefix + key)
     multiplier = values.get("learning_rate_multiplier")
     low, high = LEARNING_RATE_MULTIPLIER_RANGE
     if multiplier not in (None, "auto") and not low <= multiplier <= high:  # NaN and infinities fail this too
         raise InvalidRequest(f"learning_rate_multiplier must be between {low:g} and {high:g}, or 'auto'.",
-                             param="hyperparameters.learning_rate_multiplier")
+                             param=prefix + "learning_rate_multiplier")
+    requested = {k: values.get(k) or "auto" for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+    requested["training_type"] = values.get("training_type")
+    if method_type == "dpo":
+        beta = values.get("beta")
+        if beta not in (None, "auto") and not 0 < beta <= MAX_BETA:  # NaN fails this too
+            raise InvalidRequest(f"beta must be greater than 0 and at most {MAX_BETA:g}, or 'auto'.",
+                                 param=prefix + "beta")
+        return requested | {"beta": beta if beta is not None else "auto"}
     weight = values.get("prompt_loss_weight")
     if weight is not None and not 0 <= weight <= 1:
-        raise InvalidRequest("prompt_loss_weight must be between 0 and 1.", param="hyperparameters.prompt_loss_weight")
-    requested = {k: values.get(k) or "auto" for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
-    return requested | {"training_type": values.get("training_type"), "prompt_loss_weight": weight}
+        raise InvalidRequest("prompt_loss_weight must be between 0 and 1.", param=prefix + "prompt_loss_weight")
+    return requested | {"prompt_loss_weight": weight}
 
 
 def _classification(request: CreateJobRequest) -> dict[str, Any] | None:
     """The legacy classification options, checked as the legacy API did."""
     if not request.compute_classification_metrics:
         return None
+    if request.method is not None and request.method.type != "supervised":
+        raise InvalidRequest("compute_classification_metrics is for supervised fine-tuning on prompt/completion data.",
+                             param="compute_classification_metrics")
     if request.validation_file is None:
         raise InvalidRequest("compute_classification_metrics needs a validation_file.", param="validation_file")
     n_classes, positive = request.classification_n_classes, request.classification_positive_class

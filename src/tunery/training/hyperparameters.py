@@ -6,7 +6,7 @@ learning rate raised with the batch, as the square root of its size."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT
@@ -20,6 +20,10 @@ CPU_AUTO_BATCH_SIZE = 8  # on a CPU: measured fastest per example on SmolLM2 (1:
 # Peak learning rate of a REFERENCE_PARAMETERS model, multiplied by learning_rate_multiplier; larger
 # models get less, by the square root of their size (a 7B model: 1.4e-4 for LoRA, 7e-6 in full).
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
+# DPO moves a model that already answers well by small differences between two answers: a fifth of
+# supervised training's rates (TRL's DPO default, 1e-6 in full, is for runs of thousands of steps).
+DPO_BASE_LEARNING_RATE = {"lora": 2e-4, "full": 1e-5}
+DPO_AUTO_BETA = 0.1  # TRL's default, and the DPO paper's
 REFERENCE_PARAMETERS = 135_000_000
 
 
@@ -31,16 +35,22 @@ class Resolved:
     training_type: str
     prompt_loss_weight: float = DEFAULT_PROMPT_LOSS_WEIGHT
     parameters: int = REFERENCE_PARAMETERS  # the base model's size (0: unknown, no .safetensors)
+    method: str = "supervised"  # or "dpo"
+    beta: float | None = None  # DPO's
 
     @property
     def learning_rate(self) -> float:
         scale = min(1.0, math.sqrt(REFERENCE_PARAMETERS / self.parameters)) if self.parameters else 1.0
-        return BASE_LEARNING_RATE[self.training_type] * scale * self.learning_rate_multiplier
+        base = DPO_BASE_LEARNING_RATE if self.method == "dpo" else BASE_LEARNING_RATE
+        return base[self.training_type] * scale * self.learning_rate_multiplier
 
     def as_api(self) -> dict[str, Any]:
-        return {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
-                "learning_rate_multiplier": self.learning_rate_multiplier, "training_type": self.training_type,
-                "prompt_loss_weight": self.prompt_loss_weight}
+        """As the job shows them: its method's hyperparameters."""
+        shown = {"n_epochs": self.n_epochs, "batch_size": self.batch_size,
+                 "learning_rate_multiplier": self.learning_rate_multiplier, "training_type": self.training_type}
+        if self.method == "dpo":
+            return shown | {"beta": self.beta}
+        return shown | {"prompt_loss_weight": self.prompt_loss_weight}
 
 
 def default_epochs(n_examples: int) -> int:
@@ -80,3 +90,12 @@ def resolve(requested: dict[str, Any], n_examples: int, parameters: int = REFERE
         else float(requested["prompt_loss_weight"]),
         parameters=parameters,
     )
+
+
+def resolve_dpo(requested: dict[str, Any], n_pairs: int, parameters: int = REFERENCE_PARAMETERS,
+                device_type: str = "cuda") -> Resolved:
+    """A DPO job's numbers: epochs and batch size as for supervised jobs (counted in pairs), DPO's
+    own learning rates, and beta (DPO_AUTO_BETA when "auto")."""
+    supervised = resolve({k: v for k, v in requested.items() if k != "beta"}, n_pairs, parameters, device_type)
+    beta = requested.get("beta")
+    return replace(supervised, method="dpo", beta=DPO_AUTO_BETA if beta in (None, "auto") else float(beta))

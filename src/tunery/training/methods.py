@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tunery.data.formats import FORMAT_NAMES
-from tunery.training.hyperparameters import Resolved, resolve
-from tunery.training.results import results_csv
+from tunery.training.hyperparameters import Resolved, resolve, resolve_dpo
+from tunery.training.results import dpo_results_csv, results_csv
 from tunery.weights import Weights
 
 
@@ -81,9 +81,22 @@ def _supervised(inputs: RecipeInputs) -> Recipe:
     ))
 
 
+def _dpo(inputs: RecipeInputs) -> Recipe:
+    from tunery.training.dpo import DPOConfig, DPORecipe
+
+    hp = inputs.hyperparameters
+    return DPORecipe(DPOConfig(
+        base_model=str(inputs.start.folder), init_adapter=str(inputs.start.adapter) if inputs.start.adapter else None,
+        n_epochs=hp.n_epochs, batch_size=hp.batch_size, learning_rate=hp.learning_rate, training_type=hp.training_type,
+        seed=inputs.seed, beta=hp.beta, device=inputs.device, attention=inputs.attention,
+        resume_from=str(inputs.resume_from) if inputs.resume_from else None,
+    ))
+
+
 METHODS: dict[str, TrainingMethod] = {
     "supervised": TrainingMethod(formats=("chat", "prompt_completion"), resolve=resolve, build=_supervised,
                                  results_csv=results_csv),
+    "dpo": TrainingMethod(formats=("preference",), resolve=resolve_dpo, build=_dpo, results_csv=dpo_results_csv),
 }
 
 

@@ -101,6 +101,8 @@ OnEpochEnd = Callable[[StepMetrics], None]  # the metrics of the epoch's last st
 
 
 class SFTRecipe:
+    metrics_type = StepMetrics
+
     def __init__(self, config: SFTConfig):
         self.config = config
 
@@ -189,18 +191,16 @@ class SFTRecipe:
             indices = self.epoch_order
             while self.next_start < len(indices):
                 start = self.next_start
-                batch = pack([self.examples[i] for i in indices[start:start + cfg.batch_size]], self.pad_id,
-                             self.row_tokens, share_prefix=True)
-                loss, accuracy = self._step(batch.to(self.device))
+                metrics, tokens = self._train_batch([self.examples[i] for i in indices[start:start + cfg.batch_size]],
+                                                    result.steps + 1, epoch)
                 self.next_start = start + cfg.batch_size
                 result.steps += 1
-                result.trained_tokens += batch.tokens
-                metrics = StepMetrics(result.steps, self.total_steps, epoch, loss, accuracy)
+                result.trained_tokens += tokens
                 if self.valid_examples and result.steps % self.eval_every == 0:
-                    metrics.valid_loss, metrics.valid_mean_token_accuracy = self._valid_mini_batch()
+                    self._validate(metrics, self._valid_mini_batch(), whole=False)
                 last_of_epoch = self.next_start >= len(indices)
                 if self.valid_examples and last_of_epoch:
-                    metrics.full_valid_loss, metrics.full_valid_mean_token_accuracy = self.evaluate(self.valid_examples)
+                    self._validate(metrics, self.valid_examples, whole=True)
                 result.history.append(metrics)
                 go_on = on_step(metrics)
                 if last_of_epoch:
@@ -211,6 +211,21 @@ class SFTRecipe:
                     result.stopped = True
                     return result
         return result
+
+    # What a method changes (dpo.py): a step over a batch of examples, and validation.
+    def _train_batch(self, examples: list[Rendered], step: int, epoch: int) -> tuple[StepMetrics, int]:
+        """One optimizer step: its metrics, and the tokens it trained on."""
+        batch = pack(examples, self.pad_id, self.row_tokens, share_prefix=True)
+        loss, accuracy = self._step(batch.to(self.device))
+        return StepMetrics(step, self.total_steps, epoch, loss, accuracy), batch.tokens
+
+    def _validate(self, metrics: StepMetrics, examples: list[Rendered], *, whole: bool) -> None:
+        """The step's validation figures: on a mini-batch, or on the whole set (whole)."""
+        loss, accuracy = self.evaluate(examples)
+        if whole:
+            metrics.full_valid_loss, metrics.full_valid_mean_token_accuracy = loss, accuracy
+        else:
+            metrics.valid_loss, metrics.valid_mean_token_accuracy = loss, accuracy
 
     def _step(self, batch: Batch) -> tuple[float, float]:
         """One optimizer step over the batch, a packed row at a time: each row's gradients are
@@ -278,11 +293,12 @@ class SFTRecipe:
         self.model.train(was_training)
         return torch.cat(out)
 
-    def _valid_mini_batch(self) -> tuple[float, float]:
+    def _valid_mini_batch(self) -> list:
+        """The next batch_size validation examples, round the set."""
         size = min(self.config.batch_size, len(self.valid_examples))
         chosen = [self.valid_examples[(self.valid_cursor + i) % len(self.valid_examples)] for i in range(size)]
         self.valid_cursor = (self.valid_cursor + size) % len(self.valid_examples)
-        return self.evaluate(chosen)
+        return chosen
 
     # save_checkpoint -------------------------------------------------------------------------
     def save_checkpoint(self, folder: Path, metrics: StepMetrics, *, with_state: bool = True) -> None:
@@ -297,7 +313,8 @@ class SFTRecipe:
                         "order": self.order.getstate(), "torch_rng": torch.get_rng_state(),
                         "valid_cursor": self.valid_cursor, "steps": self.result.steps,
                         "trained_tokens": self.result.trained_tokens,
-                        "history": [asdict(m) for m in self.result.history]}, folder / TRAINER_STATE)
+                        "history": [asdict(m) for m in self.result.history], **self._method_state()},
+                       folder / TRAINER_STATE)
         write_manifest(folder, step=metrics.step, epoch=metrics.epoch, training_type=self.config.training_type)
 
     def _restore(self, path: Path) -> None:
@@ -309,7 +326,15 @@ class SFTRecipe:
         torch.set_rng_state(state["torch_rng"])
         self.valid_cursor = state["valid_cursor"]
         self.result = SFTResult(steps=state["steps"], trained_tokens=state["trained_tokens"],
-                                history=[StepMetrics(**m) for m in state["history"]])
+                                history=[self.metrics_type(**m) for m in state["history"]])
+        self._restore_method_state(state)
+
+    def _method_state(self) -> dict[str, Any]:
+        """What a method adds to the trainer state (dpo.py: the reference's log-probabilities)."""
+        return {}
+
+    def _restore_method_state(self, state: dict[str, Any]) -> None:
+        pass
 
     # cleanup ---------------------------------------------------------------------------------
     def cleanup(self) -> None:

@@ -1,0 +1,212 @@
+"""The DPO recipe: direct preference optimization (Rafailov et al., 2023), LoRA or full, on
+OpenAI's preference data ({"input": {"messages", "tools"?}, "preferred_output": [one assistant
+message], "non_preferred_output": [one]}). Everything but the step and validation is the
+supervised recipe's (sft.py): model loading, LoRA, optimizer and schedule, checkpoints, resuming.
+
+The loss of a pair is -log sigmoid(beta * ((chosen - chosen_ref) - (rejected - rejected_ref))),
+each term the summed log-probability of exactly the output's tokens (its end-of-turn token
+included), under the model being trained and under the reference: the model training started
+from (a base model with a fresh LoRA adapter, whose update is zero at first; a fine-tuned model
+being continued, as the guide advises: supervised first, then DPO). The reference's
+log-probabilities are computed once, before the first step, and kept in the trainer state: no
+second copy of the weights, no reference forward pass at each step, and a resumed job keeps the
+reference it started with.
+
+A pair's two sequences are computed in one forward pass, their common beginning (the prompt)
+once; pairs are accumulated into the optimizer step, so memory holds one pair's activations."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from tunery.data.render import IGNORE, Rendered, render_example
+from tunery.training.batching import Batch, pack
+from tunery.training.sft import SFTConfig, SFTRecipe, _output_logits
+
+
+@dataclass
+class DPOConfig(SFTConfig):
+    beta: float = 0.1  # how far from the reference the preference may pull the model
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.beta > 0:
+            raise ValueError("beta must be positive")
+
+
+@dataclass
+class Pair:
+    chosen: Rendered  # input + preferred output, only the output's tokens labelled
+    rejected: Rendered  # input + non-preferred output
+    reference: tuple[float, float] = (0.0, 0.0)  # the reference's log-probabilities of both outputs
+
+    @property
+    def tokens(self) -> int:
+        return len(self.chosen.input_ids) + len(self.rejected.input_ids)
+
+
+@dataclass
+class Preferences:
+    """A batch's (or a validation set's) DPO figures, means over its pairs."""
+    loss: float
+    reward_margin: float  # beta * ((chosen - ref) - (rejected - ref))
+    reward_accuracy: float  # share of pairs whose chosen output's reward is the higher
+    chosen_logps: float  # the model's summed log-probability of the preferred output
+    rejected_logps: float
+
+
+FIGURES = ("reward_margin", "reward_accuracy", "chosen_logps", "rejected_logps")
+
+
+@dataclass
+class DPOStepMetrics:
+    step: int
+    total_steps: int
+    epoch: int
+    train_loss: float
+    train_reward_margin: float
+    train_reward_accuracy: float
+    train_chosen_logps: float
+    train_rejected_logps: float
+    valid_loss: float | None = None  # on a validation mini-batch, every eval_every steps
+    valid_reward_margin: float | None = None
+    valid_reward_accuracy: float | None = None
+    valid_chosen_logps: float | None = None
+    valid_rejected_logps: float | None = None
+    full_valid_loss: float | None = None  # on the whole validation set, at each epoch's end
+    full_valid_reward_margin: float | None = None
+    full_valid_reward_accuracy: float | None = None
+    full_valid_chosen_logps: float | None = None
+    full_valid_rejected_logps: float | None = None
+
+    def as_data(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def message(self) -> str:
+        message = (f"Step {self.step}/{self.total_steps}: training loss={self.train_loss:.2f}, "
+                   f"reward margin={self.train_reward_margin:.2f}, reward accuracy={self.train_reward_accuracy:.2f}")
+        if self.valid_loss is not None:
+            message += f", validation loss={self.valid_loss:.2f}"
+        if self.full_valid_loss is not None:
+            message += (f", full validation loss={self.full_valid_loss:.2f}, "
+                        f"full validation reward accuracy={self.full_valid_reward_accuracy:.2f}")
+        return message
+
+    def set(self, prefix: str, figures: Preferences) -> None:
+        setattr(self, f"{prefix}_loss", figures.loss)
+        for name in FIGURES:
+            setattr(self, f"{prefix}_{name}", getattr(figures, name))
+
+
+class DPORecipe(SFTRecipe):
+    metrics_type = DPOStepMetrics
+    config: DPOConfig
+
+    def setup(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None = None) -> None:
+        super().setup(examples, valid_examples)
+        if self.config.resume_from is None:  # a resumed job's reference came back with its trainer state
+            self._compute_references(self.examples + self.valid_examples)
+
+    def _render(self, examples: list[dict[str, Any]], max_length: int) -> list[Pair]:
+        return [Pair(self._render_output(e, "preferred_output", max_length),
+                     self._render_output(e, "non_preferred_output", max_length)) for e in examples]
+
+    def _render_output(self, example: dict[str, Any], key: str, max_length: int) -> Rendered:
+        """The input's messages (assistant turns in it untrained) and the output, trained."""
+        given = example["input"]
+        messages = [{**m, "weight": 0} if m.get("role") == "assistant" else m for m in given["messages"]]
+        chat = {"messages": messages + example[key]}
+        if given.get("tools"):
+            chat["tools"] = given["tools"]
+        return render_example(self.tokenizer, chat, max_length=max_length)
+
+    # the reference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _compute_references(self, pairs: list[Pair]) -> None:
+        """Each pair's log-probabilities under the model as it is now, before training."""
+        was_training = self.model.training
+        self.model.eval()
+        for pair in pairs:
+            chosen, rejected = self._logps(pair)
+            pair.reference = (chosen.item(), rejected.item())
+        self.model.train(was_training)
+
+    def _method_state(self) -> dict[str, Any]:
+        return {"references": [p.reference for p in self.examples], "valid_references": [p.reference for p in self.valid_examples]}
+
+    def _restore_method_state(self, state: dict[str, Any]) -> None:
+        for pairs, references in ((self.examples, state["references"]), (self.valid_examples, state["valid_references"])):
+            for pair, reference in zip(pairs, references, strict=True):
+                pair.reference = tuple(reference)
+
+    # the step --------------------------------------------------------------------------------
+    def _logps(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's summed log-probabilities of the chosen and the rejected output, from one
+        forward pass over both (their common beginning computed once)."""
+        batch = pack([pair.chosen, pair.rejected], self.pad_id, share_prefix=True).to(self.device)
+        sums = torch.zeros(2, device=self.device)
+        for number, row in enumerate(batch.rows()):  # one row unless the pair is longer than a row holds
+            sums = sums + self._row_logps(row, number)
+        return sums[0], sums[1]
+
+    def _row_logps(self, row: Batch, number: int) -> torch.Tensor:
+        """Summed log-probabilities of the labelled tokens of each example in row `number` (0 for
+        the examples elsewhere), [examples]."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.get_decoder()(input_ids=row.input_ids, position_ids=row.position_ids,
+                                    attention_mask=row.attention_mask(base.dtype)).last_hidden_state
+        owner = torch.full(row.input_ids.shape[1:], -1, dtype=torch.long, device=self.device)
+        for index, (r, start, length) in enumerate(row.spans):
+            if r == number:
+                owner[start:start + length] = index
+        targets = row.labels[0, 1:]
+        trained = targets != IGNORE
+        logprobs = torch.log_softmax(_output_logits(base, hidden[0, :-1][trained]), dim=-1)
+        picked = logprobs.gather(-1, targets[trained][:, None])[:, 0]
+        return torch.zeros(len(row.spans), device=self.device).index_add(0, owner[1:][trained], picked)
+
+    def _preferences(self, pairs: list[Pair], *, backward: bool) -> Preferences:
+        """The pairs' DPO figures; with backward, each pair's share of the batch's mean loss is
+        back-propagated as it is computed (so only one pair's activations are held)."""
+        beta = self.config.beta
+        loss_sum = margin_sum = wins = chosen_sum = rejected_sum = 0.0
+        for pair in pairs:
+            chosen, rejected = self._logps(pair)
+            chosen_reward = beta * (chosen - pair.reference[0])
+            rejected_reward = beta * (rejected - pair.reference[1])
+            loss = -F.logsigmoid(chosen_reward - rejected_reward)
+            if backward:
+                (loss / len(pairs)).backward()
+            loss_sum += loss.item()
+            margin = (chosen_reward - rejected_reward).item()
+            margin_sum += margin
+            wins += margin > 0
+            chosen_sum += chosen.item()
+            rejected_sum += rejected.item()
+        n = max(1, len(pairs))
+        return Preferences(loss_sum / n, margin_sum / n, wins / n, chosen_sum / n, rejected_sum / n)
+
+    def _train_batch(self, examples: list[Pair], step: int, epoch: int) -> tuple[DPOStepMetrics, int]:
+        figures = self._preferences(examples, backward=True)
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = DPOStepMetrics(step, self.total_steps, epoch, figures.loss, figures.reward_margin,
+                                 figures.reward_accuracy, figures.chosen_logps, figures.rejected_logps)
+        return metrics, sum(p.tokens for p in examples)
+
+    @torch.no_grad()
+    def evaluate(self, examples: list[Pair]) -> Preferences:
+        was_training = self.model.training
+        self.model.eval()
+        figures = self._preferences(examples, backward=False)
+        self.model.train(was_training)
+        return figures
+
+    def _validate(self, metrics: DPOStepMetrics, examples: list[Pair], *, whole: bool) -> None:
+        metrics.set("full_valid" if whole else "valid", self.evaluate(examples))
