@@ -26,24 +26,24 @@ def dpo(**hyperparameters) -> dict:
 def test_a_dpo_job_with_beta_auto_trains_and_shows_its_preference_figures(client):
     training, validation = upload(client, jsonl(COLOR_PREFERENCES)), upload(client, jsonl(COLOR_PREFERENCES))
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=training.id, validation_file=validation.id,
-                                         method=dpo(beta="auto", n_epochs=3, batch_size=4))
+                                         method=dpo(beta="auto", n_epochs=2, batch_size=4))
     assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == "auto"
     job = wait_until_finished(client, job.id)
     assert job.status == "succeeded", job.error
     resolved = job.method.dpo.hyperparameters
-    assert (resolved.beta, resolved.n_epochs, resolved.batch_size) == (0.1, 3, 4)
+    assert (resolved.beta, resolved.n_epochs, resolved.batch_size) == (0.1, 2, 4)
     assert isinstance(resolved.learning_rate_multiplier, float) and job.method.supervised is None
 
     metrics = sorted((e for e in client.fine_tuning.jobs.list_events(job.id, limit=100) if e.type == "metrics"),
                      key=lambda e: e.data["step"])
-    assert [e.data["step"] for e in metrics] == list(range(1, 10))
+    assert [e.data["step"] for e in metrics] == list(range(1, 7))
     assert metrics[0].data["train_loss"] == pytest.approx(math.log(2), abs=1e-4)  # the model is its own reference
     assert {"train_reward_margin", "train_reward_accuracy", "train_chosen_logps", "train_rejected_logps",
             "full_valid_loss", "full_valid_reward_accuracy"} <= set(metrics[-1].data)
 
     (result_id,) = job.result_files
     rows = list(csv.DictReader(io.StringIO(client.files.content(result_id).text)))
-    assert [int(r["step"]) for r in rows] == list(range(1, 10))
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
     assert {"train_loss", "train_reward_accuracy", "train_reward_margin", "full_valid_reward_accuracy"} <= set(rows[0])
     answer = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=3,
                                             messages=[{"role": "user", "content": "red"}])
