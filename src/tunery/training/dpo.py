@@ -12,8 +12,9 @@ log-probabilities are computed once, before the first step, and kept in the trai
 second copy of the weights, no reference forward pass at each step, and a resumed job keeps the
 reference it started with.
 
-A pair's two sequences are computed in one forward pass, their common beginning (the prompt)
-once; pairs are accumulated into the optimizer step, so memory holds one pair's activations."""
+Pairs are packed into rows (pairs.py): a pair's two sequences side by side, their common beginning
+(the prompt) once, several pairs to a row; the optimizer step accumulates the rows' gradients, so
+memory holds one row's activations."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from tunery.data.render import IGNORE, Rendered, render_example
-from tunery.training.batching import Batch, pack
+from tunery.training.pairs import PairRow, pack_pairs
 from tunery.training.sft import SFTConfig, SFTRecipe, _output_logits
 
 
@@ -130,9 +131,12 @@ class DPORecipe(SFTRecipe):
         """Each pair's log-probabilities under the model as it is now, before training."""
         was_training = self.model.training
         self.model.eval()
-        for pair in pairs:
-            chosen, rejected = self._logps(pair)
-            pair.reference = (chosen.item(), rejected.item())
+        for start in range(0, len(pairs), self.config.batch_size):
+            chunk = pairs[start:start + self.config.batch_size]
+            for row in pack_pairs([(p.chosen, p.rejected) for p in chunk], self.pad_id, self.row_tokens):
+                logps = self._row_logps(row.to(self.device)).view(-1, 2)
+                for k, index in enumerate(row.pairs):
+                    chunk[index].reference = (logps[k, 0].item(), logps[k, 1].item())
         self.model.train(was_training)
 
     def _method_state(self) -> dict[str, Any]:
@@ -144,49 +148,37 @@ class DPORecipe(SFTRecipe):
                 pair.reference = tuple(reference)
 
     # the step --------------------------------------------------------------------------------
-    def _logps(self, pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's summed log-probabilities of the chosen and the rejected output, from one
-        forward pass over both (their common beginning computed once)."""
-        batch = pack([pair.chosen, pair.rejected], self.pad_id, share_prefix=True).to(self.device)
-        sums = torch.zeros(2, device=self.device)
-        for number, row in enumerate(batch.rows()):  # one row unless the pair is longer than a row holds
-            sums = sums + self._row_logps(row, number)
-        return sums[0], sums[1]
-
-    def _row_logps(self, row: Batch, number: int) -> torch.Tensor:
-        """Summed log-probabilities of the labelled tokens of each example in row `number` (0 for
-        the examples elsewhere), [examples]."""
+    def _row_logps(self, row: PairRow) -> torch.Tensor:
+        """The summed log-probabilities of each output in the row: [chosen, rejected] of its first
+        pair, of its second ... ([2 x pairs])."""
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         hidden = base.get_decoder()(input_ids=row.input_ids, position_ids=row.position_ids,
                                     attention_mask=row.attention_mask(base.dtype)).last_hidden_state
-        owner = torch.full(row.input_ids.shape[1:], -1, dtype=torch.long, device=self.device)
-        for index, (r, start, length) in enumerate(row.spans):
-            if r == number:
-                owner[start:start + length] = index
+        # Position t predicts token t+1: only positions whose next token is trained are projected.
         targets = row.labels[0, 1:]
         trained = targets != IGNORE
         logprobs = torch.log_softmax(_output_logits(base, hidden[0, :-1][trained]), dim=-1)
         picked = logprobs.gather(-1, targets[trained][:, None])[:, 0]
-        return torch.zeros(len(row.spans), device=self.device).index_add(0, owner[1:][trained], picked)
+        return torch.zeros(2 * len(row.pairs), device=picked.device).index_add(0, row.owner[1:][trained], picked)
 
     def _preferences(self, pairs: list[Pair], *, backward: bool) -> Preferences:
-        """The pairs' DPO figures; with backward, each pair's share of the batch's mean loss is
-        back-propagated as it is computed (so only one pair's activations are held)."""
+        """The pairs' DPO figures; with backward, each row's share of the batch's mean loss is
+        back-propagated as it is computed (so only one row's activations are held)."""
         beta = self.config.beta
         loss_sum = margin_sum = wins = chosen_sum = rejected_sum = 0.0
-        for pair in pairs:
-            chosen, rejected = self._logps(pair)
-            chosen_reward = beta * (chosen - pair.reference[0])
-            rejected_reward = beta * (rejected - pair.reference[1])
-            loss = -F.logsigmoid(chosen_reward - rejected_reward)
+        for row in pack_pairs([(p.chosen, p.rejected) for p in pairs], self.pad_id, self.row_tokens):
+            logps = self._row_logps(row.to(self.device)).view(-1, 2)
+            reference = torch.tensor([pairs[i].reference for i in row.pairs], device=logps.device)
+            rewards = beta * (logps - reference)  # [pairs, (chosen, rejected)]
+            margins = rewards[:, 0] - rewards[:, 1]
+            losses = -F.logsigmoid(margins)
             if backward:
-                (loss / len(pairs)).backward()
-            loss_sum += loss.item()
-            margin = (chosen_reward - rejected_reward).item()
-            margin_sum += margin
-            wins += margin > 0
-            chosen_sum += chosen.item()
-            rejected_sum += rejected.item()
+                (losses.sum() / len(pairs)).backward()
+            loss_sum += losses.sum().item()
+            margin_sum += margins.sum().item()
+            wins += (margins > 0).sum().item()
+            chosen_sum += logps[:, 0].sum().item()
+            rejected_sum += logps[:, 1].sum().item()
         n = max(1, len(pairs))
         return Preferences(loss_sum / n, margin_sum / n, wins / n, chosen_sum / n, rejected_sum / n)
 
