@@ -108,6 +108,9 @@ def test_prompt_completion_problems(tmp_path, bad, code):
     ({**PREFERENCE, "non_preferred_output": [USER]}, "invalid_preference"),
     ({**PREFERENCE, "non_preferred_output": PREFERENCE["preferred_output"]}, "invalid_preference"),
     ({**PREFERENCE, "preferred_output": []}, "invalid_preference"),
+    ({**PREFERENCE, "preferred_output": [ASSISTANT, ASSISTANT]}, "invalid_preference"),  # a conversation, not an answer
+    ({**PREFERENCE, "non_preferred_output": [{"role": "assistant", "content": " "}]}, "nothing_to_train"),
+    ({**PREFERENCE, "preferred_output": [{"role": "assistant", "content": "y", "weight": 0}]}, "invalid_preference"),
 ])
 def test_preference_problems(tmp_path, bad, code):
     report = validate_file(write(tmp_path, [PREFERENCE] * MIN_EXAMPLES + [bad]))

@@ -276,10 +276,28 @@ def _check_preference(number: int, obj: dict[str, Any]) -> list[Problem]:
         if any(not isinstance(m, dict) or m.get("role") != "assistant" for m in output):
             problems.append(Problem(number, INVALID_PREFERENCE, f"'{key}' may hold assistant messages only"))
             continue
+        if len(output) != 1:  # as OpenAI's DPO: one answer to the input, not a conversation
+            problems.append(Problem(number, INVALID_PREFERENCE, f"'{key}' must hold exactly one assistant message, "
+                                                                f"not {len(output)}"))
+            continue
+        (message,) = output
+        if message.get("weight", 1) != 1:
+            problems.append(Problem(number, INVALID_PREFERENCE, f"'{key}' is what the pair trains on: its message "
+                                                                "takes no weight 0"))
+            continue
         problems += _check_messages(number, output, functions, key)
+        if not _says_something(message):
+            problems.append(Problem(number, NOTHING_TO_TRAIN, f"'{key}' is empty: its message has no content "
+                                                              "and no tool calls"))
     if not problems and obj["preferred_output"] == obj["non_preferred_output"]:
         problems.append(Problem(number, INVALID_PREFERENCE, "the preferred and non-preferred outputs are the same"))
     return problems
+
+
+def _says_something(message: dict[str, Any]) -> bool:
+    content = message.get("content")
+    text = "".join(p.get("text", "") for p in content if isinstance(p, dict)) if isinstance(content, list) else content
+    return bool((isinstance(text, str) and text.strip()) or message.get("tool_calls") or message.get("function_call"))
 
 
 def _unknown_keys(number: int, obj: dict[str, Any], allowed: set[str], where: str) -> list[Problem]:
