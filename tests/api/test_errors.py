@@ -36,7 +36,7 @@ def test_fine_tune_files_must_be_jsonl(client):
     ({"hyperparameters": {"n_epochs": 51}}, "hyperparameters.n_epochs"),
     ({"hyperparameters": {"batch_size": 0}}, "hyperparameters.batch_size"),
     ({"hyperparameters": {"learning_rate_multiplier": 0}}, "hyperparameters.learning_rate_multiplier"),
-    ({"method": {"type": "dpo"}}, "method.type"),
+    ({"method": {"type": "reinforcement"}}, "method.type"),  # not available yet
     ({"training_file": "file-doesnotexist"}, "training_file"),
     ({"integrations": [{"type": "slack"}]}, "integrations"),
 ])
