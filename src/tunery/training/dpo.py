@@ -184,10 +184,7 @@ class DPORecipe(SFTRecipe):
 
     def _train_batch(self, examples: list[Pair], step: int, epoch: int) -> tuple[DPOStepMetrics, int]:
         figures = self._preferences(examples, backward=True)
-        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self._optimizer_step()
         metrics = DPOStepMetrics(step, self.total_steps, epoch, figures.loss, figures.reward_margin,
                                  figures.reward_accuracy, figures.chosen_logps, figures.rejected_logps)
         return metrics, sum(p.tokens for p in examples)

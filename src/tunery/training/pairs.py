@@ -30,11 +30,10 @@ class PairRow:
     segments: torch.Tensor  # [width]: a segment id per token (a prompt, an output), PADDING for padding
     parents: torch.Tensor  # [width]: the segment each token sees besides its own (an output: its prompt)
     pairs: list[int]  # the indices of the row's pairs, in the order of `owner`
-    tokens: int  # both sequences' tokens of each pair (the prompt counted twice, as each sequence reads it)
 
     def to(self, device: torch.device) -> PairRow:
         return PairRow(self.input_ids.to(device), self.position_ids.to(device), self.labels.to(device),
-                       self.owner.to(device), self.segments.to(device), self.parents.to(device), self.pairs, self.tokens)
+                       self.owner.to(device), self.segments.to(device), self.parents.to(device), self.pairs)
 
     def attention_mask(self, dtype: torch.dtype) -> torch.Tensor:
         """The additive [1, 1, width, width] mask: causal, each token seeing its own segment and
@@ -111,5 +110,4 @@ def _row(pairs: list[tuple[Rendered, Rendered]], shared: list[int], members: lis
             start += n
         segment += 1
     positions[start:] = torch.arange(width - start)
-    return PairRow(ids[None], positions[None], labels[None], owner, segments, parents, members,
-                   tokens=sum(len(c.input_ids) + len(r.input_ids) for c, r in pairs))
+    return PairRow(ids[None], positions[None], labels[None], owner, segments, parents, members)

@@ -238,11 +238,15 @@ class SFTRecipe:
             loss_sum += row_loss.item()
             correct += row_correct
             counted += row_counted
+        self._optimizer_step()
+        return loss_sum / float(total), correct / max(1, counted)
+
+    def _optimizer_step(self) -> None:
+        """Apply the gradients accumulated since the last step (clipped), and advance the schedule."""
         torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss_sum / float(total), correct / max(1, counted)
 
     def _loss_sum(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
         """Weighted sum of token losses, and correct / counted predictions at full weight."""
