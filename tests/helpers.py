@@ -52,6 +52,11 @@ FUNCTION_EXAMPLE = {"messages": [WEATHER_QUESTION, {"role": "assistant", "functi
                     "functions": [WEATHER]}
 
 
+def jsonl(rows: list[dict]) -> bytes:
+    """Rows as a JSONL file's bytes."""
+    return "\n".join(json.dumps(r) for r in rows).encode()
+
+
 def upload(client: OpenAI, data: bytes = MARV, name: str = "train.jsonl"):
     """A fine-tune file uploaded through the SDK (the guide's Marv examples by default)."""
     return client.files.create(file=(name, io.BytesIO(data)), purpose="fine-tune")

@@ -4,11 +4,10 @@ by a job and asked a colour through chat completions."""
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from tests.helpers import COLOR_EXAMPLES, assert_answers_colours, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, assert_answers_colours, jsonl, upload, wait_until_finished
 
 ARCHITECTURES = ["llama3", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3"]
 
@@ -20,7 +19,7 @@ def server(start_module_server, tiny_architectures):
 
 @pytest.fixture(scope="module")
 def colours(server):
-    return upload(server.client(), "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl").id
+    return upload(server.client(), jsonl(COLOR_EXAMPLES), "colours.jsonl").id
 
 
 @pytest.mark.parametrize("name", ARCHITECTURES)

@@ -6,17 +6,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 
 import openai
 import pytest
 
-from tests.helpers import COLOR_EXAMPLES, COLOR_PREFERENCES, TINY_MODEL, upload, wait_until_finished
-
-
-def jsonl(rows: list[dict]) -> bytes:
-    return "\n".join(json.dumps(r) for r in rows).encode()
+from tests.helpers import COLOR_EXAMPLES, COLOR_PREFERENCES, TINY_MODEL, jsonl, upload, wait_until_finished
 
 
 def dpo(**hyperparameters) -> dict:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, TINY_MODEL, key_for, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, TINY_MODEL, jsonl, key_for, upload, wait_until_finished
 from tunery.cli import app
 
 runner = CliRunner()
@@ -31,7 +31,7 @@ def tiny_server(start_module_server, tiny_model_dir):
 def tuned(tiny_server):
     """The colour task, fine-tuned (LoRA) on the tiny model."""
     client = tiny_server.client()
-    colours = upload(client, "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl")
+    colours = upload(client, jsonl(COLOR_EXAMPLES), "colours.jsonl")
     job = wait_until_finished(client, client.fine_tuning.jobs.create(
         model=TINY_MODEL, training_file=colours.id, suffix="export",
         hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}, seed=0).id)

@@ -12,7 +12,7 @@ import subprocess
 import openai
 import pytest
 
-from tests.helpers import (COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, assert_answers_colours, free_port, upload, wait_until_finished,
+from tests.helpers import (COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, assert_answers_colours, free_port, jsonl, upload, wait_until_finished,
                            write_hub_model)
 
 HUB_ID = "tunery-test/tiny-qwen3"
@@ -27,7 +27,7 @@ def hub_server(start_module_server, tiny_architectures, tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def colours(hub_server):
-    return upload(hub_server.client(), "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl").id
+    return upload(hub_server.client(), jsonl(COLOR_EXAMPLES), "colours.jsonl").id
 
 
 def test_cached_hub_models_and_aliases_are_listed_and_retrieved(hub_server):

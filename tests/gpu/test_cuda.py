@@ -7,12 +7,11 @@ through the API on the GPU."""
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import pytest
 import torch
 
-from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, jsonl, upload, wait_until_finished
 from tunery.devices import attention_implementation, describe, resolve_device, serving_dtype, training_dtype
 
 pytestmark = [pytest.mark.gpu,
@@ -72,7 +71,7 @@ def test_the_engine_serves_bfloat16_on_the_gpu_like_transformers(name, tiny_arch
 def test_a_job_trains_and_answers_on_the_gpu_through_the_api(start_server, tiny_model_dir):
     server = start_server(base_models=(tiny_model_dir,), env={"TUNERY_DEVICE": LAST_GPU})
     client = server.client()
-    training = upload(client, "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl")
+    training = upload(client, jsonl(COLOR_EXAMPLES), "colours.jsonl")
     job = wait_until_finished(client, client.fine_tuning.jobs.create(
         model=TINY_MODEL, training_file=training.id,
         hyperparameters={"n_epochs": 15, "batch_size": 4, "learning_rate_multiplier": 10}).id)

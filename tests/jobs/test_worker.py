@@ -1,6 +1,6 @@
 """The worker in-process on each real database (SQLite, PostgreSQL) and the tiny model: status
 transitions, a job that fails with OpenAI's error object, a cancelled job that leaves no model
-behind, a job handed back and continued."""
+behind, a job handed back and continued, a DPO job paused before its first step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import MARV, TINY_MODEL
+from tests.helpers import COLOR_PREFERENCES, MARV, TINY_MODEL, jsonl
 from tunery.config import Settings
 from tunery.jobs.worker import Worker
 from tunery.protocol.fine_tuning import CreateJobRequest
@@ -190,3 +190,26 @@ def test_tunery_worker_on_sigterm_checkpoints_its_job_and_hands_it_back(setup):
     events = [e.message for e in container.jobs.events(org.id, job.id, limit=5, after=None)[0]]
     assert f"The worker stopped at step {step}; the job is queued to go on from there" in events
     assert container.queue.live_workers() == []  # it said goodbye
+
+
+def test_a_dpo_job_paused_during_its_reference_pass_stops_with_nothing_saved_and_resumes(setup):
+    container, worker, org, _ = setup
+    preferences = container.files.create(org.id, "colors.jsonl", "fine-tune", [jsonl(COLOR_PREFERENCES)])
+    job = container.jobs.create(org.id, CreateJobRequest(
+        model=TINY_MODEL, training_file=preferences.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 1, "batch_size": 4}}}))
+    assert worker.run_once()  # validated
+    claimed = worker.queue.claim_training(worker.worker_id)
+    container.jobs.pause(org.id, job.id)  # before the worker's first step: while it loads, or computes references
+    worker._guarded(claimed, worker._train)
+    paused = container.jobs.retrieve(org.id, job.id)
+    assert paused.status == "paused"
+    assert not container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0]
+    assert not [e for e in container.jobs.events(org.id, job.id, limit=100, after=None)[0] if e.type == "metrics"]
+
+    container.jobs.resume(org.id, job.id)
+    assert worker.run_once()
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    events = container.jobs.events(org.id, job.id, limit=100, after=None)[0]
+    assert sorted(e.data["step"] for e in events if e.type == "metrics") == [1, 2, 3]  # 12 pairs, 4 a step

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, upload, wait_until_finished
+from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, jsonl, upload, wait_until_finished
 
 EPOCHS, STEPS_PER_EPOCH = 3, len(COLOR_EXAMPLES)  # batch 1: 12 steps an epoch, a checkpoint at 12 and 24
 KILL_POINTS = ["validation", "model_load", f"step={STEPS_PER_EPOCH + 6}", "checkpoint", "publish"]
@@ -28,7 +28,7 @@ def armed(start_module_server, tiny_model_dir, tmp_path_factory):
     failpoints.write_text("{}")
     server = start_module_server(base_models=(tiny_model_dir,), env={"TUNERY_FAILPOINTS": str(failpoints)})
     client = server.client()
-    colours = upload(client, "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl")
+    colours = upload(client, jsonl(COLOR_EXAMPLES), "colours.jsonl")
     return server, client, colours.id, failpoints
 
 
@@ -129,7 +129,7 @@ def test_a_worker_paused_past_its_lease_stops_without_writing_when_it_comes_back
     short = {"TUNERY_JOB_LEASE_SECONDS": "3", "TUNERY_WORKER_HEARTBEAT_SECONDS": "0.5"}
     server = start_server(base_models=(tiny_model_dir,), env=short)
     client = server.client()
-    colours = upload(client, "\n".join(json.dumps(e) for e in COLOR_EXAMPLES).encode(), "colours.jsonl")
+    colours = upload(client, jsonl(COLOR_EXAMPLES), "colours.jsonl")
     queue = Container(Settings(data_dir=server.data_dir, warm_up=False)).queue
     job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=colours.id, seed=0,
                                          hyperparameters={"n_epochs": 8, "batch_size": 1})
@@ -158,4 +158,4 @@ def test_a_worker_paused_past_its_lease_stops_without_writing_when_it_comes_back
     resumed_from = int(events[taken].message.rsplit("checkpoint at step ", 1)[1].split(" ")[0])
     after = [e.data["step"] for e in events[taken:] if e.type == "metrics"]
     assert after == list(range(resumed_from + 1, 8 * STEPS_PER_EPOCH + 1)), "two workers trained the job at once"
-    assert f"was taken over by another worker; this one stopped without writing" in server.output()
+    assert "was taken over by another worker; this one stopped without writing" in server.output()

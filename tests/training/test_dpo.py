@@ -1,6 +1,7 @@
 """The DPO recipe on the tiny model: its loss is DPO's, computed directly from the model's logits
 on each sequence alone; its reference is the model training started from; it learns the
-preference; a resumed run matches one that never stopped; a LoRA run continued from a
+preference; a resumed run matches one that never stopped, and so does one stopped during its
+reference pass; a LoRA run continued from a
 supervised adapter takes that adapter as its reference."""
 
 from __future__ import annotations
@@ -97,6 +98,23 @@ def test_a_resumed_run_matches_one_that_never_stopped(tiny_model_dir, tmp_path, 
     assert [m.step for m in result.history] == list(range(1, 7))
     assert [m.train_loss for m in result.history] == pytest.approx([m.train_loss for m in straight.history], rel=1e-5)
     assert result.trained_tokens == straight.trained_tokens
+
+
+def test_a_stop_during_the_reference_pass_stops_it_and_a_second_call_goes_on(tiny_model_dir):
+    straight = dpo_recipe(tiny_model_dir, n_epochs=1).train(lambda m: True)
+    recipe = dpo_recipe(tiny_model_dir, n_epochs=1)
+    asked = []
+
+    def keep_going() -> bool:  # a pause arrives after the first batch of pairs
+        asked.append(True)
+        return len(asked) < 2
+
+    stopped = recipe.train(lambda m: True, keep_going=keep_going)
+    assert stopped.stopped and stopped.steps == 0 and not stopped.history
+    done = [p.reference is not None for p in recipe.examples]
+    assert done == [True] * 4 + [False] * (len(done) - 4)  # one batch of pairs, then it stopped
+    result = recipe.train(lambda m: True)
+    assert [m.train_loss for m in result.history] == pytest.approx([m.train_loss for m in straight.history], rel=1e-6)
 
 
 def test_a_run_continued_from_a_supervised_adapter_takes_it_as_reference(tiny_model_dir, tmp_path, train_tiny):

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from tunery import failpoints
@@ -113,6 +113,8 @@ class Worker:
                     self.queue.heartbeat(job.id, self.worker_id)
             except Exception as exc:  # the database unreachable for a moment: the next beat tries again
                 log.warning("heartbeat failed: %s", exc)
+            if not self._parent_alive():
+                self.stopping.set()  # serve is gone: the job in hand stops at its next step or piece of work
             if self.stopping.wait(self.settings.worker_heartbeat_seconds):
                 return
 
@@ -243,6 +245,9 @@ class Worker:
             return (not self.stopping.is_set() and self._parent_alive()
                     and self.queue.heartbeat(job.id, self.worker_id, estimated_finish=finish))
 
+        def keep_going() -> bool:  # asked during a method's work before its first step (DPO's reference)
+            return not self.stopping.is_set() and self._parent_alive() and self.queue.heartbeat(job.id, self.worker_id)
+
         def on_epoch_end(m: Metrics) -> None:
             if classify is not None:
                 epoch_metrics[m.step] = classify(recipe)
@@ -255,9 +260,9 @@ class Worker:
 
         try:
             recipe.setup(examples, valid)
-            result = recipe.train(on_step, on_epoch_end)
+            result = recipe.train(on_step, on_epoch_end, keep_going)
             if result.stopped:
-                self._stop(job, lambda: self._checkpoint(job, output, recipe, result.history[-1]))
+                self._stop(job, lambda: self._checkpoint_last_step(job, output, recipe, result))
                 return
             self._publish(job, method, output, result, epoch_metrics, before_done=lambda: wandb.finish(
                 {"fine_tuned_model": output.model_id}))
@@ -273,6 +278,10 @@ class Worker:
         self._hold(job)
         if self.models.save_checkpoint(output, m.step, m.as_data(), write):
             self._event(job, f"Checkpoint created at step {m.step}")
+
+    def _checkpoint_last_step(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, result) -> None:
+        if result.history:  # stopped before its first step there is nothing to save: it starts again
+            self._checkpoint(job, output, recipe, result.history[-1])
 
     def _publish(self, job: ClaimedJob, method: TrainingMethod, output: JobOutput, result, epoch_metrics: dict,
                  before_done: Callable[[], None]) -> None:

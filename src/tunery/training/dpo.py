@@ -8,9 +8,9 @@ each term the summed log-probability of exactly the output's tokens (its end-of-
 included), under the model being trained and under the reference: the model training started
 from (a base model with a fresh LoRA adapter, whose update is zero at first; a fine-tuned model
 being continued, as the guide advises: supervised first, then DPO). The reference's
-log-probabilities are computed once, before the first step, and kept in the trainer state: no
-second copy of the weights, no reference forward pass at each step, and a resumed job keeps the
-reference it started with.
+log-probabilities are computed once, before the first step (in pieces, so that a pause or a
+cancel is not kept waiting), and kept in the trainer state: no second copy of the weights, no
+reference forward pass at each step, and a resumed job keeps the reference it started with.
 
 Pairs are packed into rows (pairs.py): a pair's two sequences side by side, their common beginning
 (the prompt) once, several pairs to a row; the optimizer step accumulates the rows' gradients, so
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from tunery.data.render import IGNORE, Rendered, render_example
 from tunery.training.pairs import PairRow, pack_pairs
-from tunery.training.sft import SFTConfig, SFTRecipe, _output_logits
+from tunery.training.sft import KeepGoing, SFTConfig, SFTRecipe, _output_logits
 
 
 @dataclass
@@ -43,7 +43,7 @@ class DPOConfig(SFTConfig):
 class Pair:
     chosen: Rendered  # input + preferred output, only the output's tokens labelled
     rejected: Rendered  # input + non-preferred output
-    reference: tuple[float, float] = (0.0, 0.0)  # the reference's log-probabilities of both outputs
+    reference: tuple[float, float] | None = None  # the reference's log-probabilities of both outputs
 
     @property
     def tokens(self) -> int:
@@ -107,11 +107,6 @@ class DPORecipe(SFTRecipe):
     metrics_type = DPOStepMetrics
     config: DPOConfig
 
-    def setup(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None = None) -> None:
-        super().setup(examples, valid_examples)
-        if self.config.resume_from is None:  # a resumed job's reference came back with its trainer state
-            self._compute_references(self.examples + self.valid_examples)
-
     def _render(self, examples: list[dict[str, Any]], max_length: int) -> list[Pair]:
         return [Pair(self._render_output(e, "preferred_output", max_length),
                      self._render_output(e, "non_preferred_output", max_length)) for e in examples]
@@ -126,17 +121,24 @@ class DPORecipe(SFTRecipe):
         return render_example(self.tokenizer, chat, max_length=max_length)
 
     # the reference ---------------------------------------------------------------------------
+    def _prepare(self, keep_going: KeepGoing) -> bool:
+        """Each pair's log-probabilities under the model as it is before its first step, a batch
+        of pairs at a time (a resumed job's came back with its trainer state)."""
+        missing = [p for p in self.examples + self.valid_examples if p.reference is None]
+        for start in range(0, len(missing), self.config.batch_size):
+            if not keep_going():
+                return False
+            self._compute_references(missing[start:start + self.config.batch_size])
+        return True
+
     @torch.no_grad()
     def _compute_references(self, pairs: list[Pair]) -> None:
-        """Each pair's log-probabilities under the model as it is now, before training."""
         was_training = self.model.training
         self.model.eval()
-        for start in range(0, len(pairs), self.config.batch_size):
-            chunk = pairs[start:start + self.config.batch_size]
-            for row in pack_pairs([(p.chosen, p.rejected) for p in chunk], self.pad_id, self.row_tokens):
-                logps = self._row_logps(row.to(self.device)).view(-1, 2)
-                for k, index in enumerate(row.pairs):
-                    chunk[index].reference = (logps[k, 0].item(), logps[k, 1].item())
+        for row in pack_pairs([(p.chosen, p.rejected) for p in pairs], self.pad_id, self.row_tokens):
+            logps = self._row_logps(row.to(self.device)).view(-1, 2)
+            for k, index in enumerate(row.pairs):
+                pairs[index].reference = (logps[k, 0].item(), logps[k, 1].item())
         self.model.train(was_training)
 
     def _method_state(self) -> dict[str, Any]:
@@ -145,7 +147,7 @@ class DPORecipe(SFTRecipe):
     def _restore_method_state(self, state: dict[str, Any]) -> None:
         for pairs, references in ((self.examples, state["references"]), (self.valid_examples, state["valid_references"])):
             for pair, reference in zip(pairs, references, strict=True):
-                pair.reference = tuple(reference)
+                pair.reference = tuple(reference) if reference is not None else None
 
     # the step --------------------------------------------------------------------------------
     def _row_logps(self, row: PairRow) -> torch.Tensor:
@@ -189,8 +191,12 @@ class DPORecipe(SFTRecipe):
                                  figures.reward_accuracy, figures.chosen_logps, figures.rejected_logps)
         return metrics, sum(p.tokens for p in examples)
 
-    @torch.no_grad()
     def evaluate(self, examples: list[Pair]) -> Preferences:
+        self._prepare(lambda: True)  # evaluated before training: the model as it is is the reference
+        return self._evaluate(examples)
+
+    @torch.no_grad()
+    def _evaluate(self, examples: list[Pair]) -> Preferences:
         was_training = self.model.training
         self.model.eval()
         figures = self._preferences(examples, backward=False)

@@ -37,12 +37,13 @@ class Result(Protocol):
 
 class Recipe(Protocol):
     """A training recipe, read top to bottom: setup, train (reporting each step and epoch end;
-    on_step returns False to stop), save_checkpoint (weights, state to resume from, manifest
+    on_step returns False to stop, keep_going before the first step), save_checkpoint (weights, state to resume from, manifest
     last), cleanup."""
 
     def setup(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None = None) -> None: ...
 
-    def train(self, on_step: Callable[[Metrics], bool], on_epoch_end: Callable[[Metrics], None] | None = None) -> Result: ...
+    def train(self, on_step: Callable[[Metrics], bool], on_epoch_end: Callable[[Metrics], None] | None = None,
+              keep_going: Callable[[], bool] | None = None) -> Result: ...
 
     def save_checkpoint(self, folder: Path, metrics: Metrics) -> None: ...
 

@@ -98,6 +98,7 @@ class SFTResult:
 
 OnStep = Callable[[StepMetrics], bool]  # returns False to stop training
 OnEpochEnd = Callable[[StepMetrics], None]  # the metrics of the epoch's last step
+KeepGoing = Callable[[], bool]  # asked between long pieces of work that come before a step: False stops
 
 
 class SFTRecipe:
@@ -175,12 +176,17 @@ class SFTRecipe:
         ))
 
     # train -----------------------------------------------------------------------------------
-    def train(self, on_step: OnStep, on_epoch_end: OnEpochEnd | None = None) -> SFTResult:
-        """Train to the end, or until on_step asks to stop; a recipe set up with resume_from
-        goes on from the step its checkpoint was saved at, in the same order of examples."""
+    def train(self, on_step: OnStep, on_epoch_end: OnEpochEnd | None = None,
+              keep_going: KeepGoing | None = None) -> SFTResult:
+        """Train to the end, or until on_step (or keep_going, before the first step) asks to stop;
+        a recipe set up with resume_from goes on from the step its checkpoint was saved at, in the
+        same order of examples."""
         cfg = self.config
         result = self.result
         result.stopped = False
+        if not self._prepare(keep_going or (lambda: True)):
+            result.stopped = True
+            return result
         self.model.train()
         for epoch in range(self.epoch, cfg.n_epochs + 1):
             self.epoch = epoch
@@ -212,7 +218,13 @@ class SFTRecipe:
                     return result
         return result
 
-    # What a method changes (dpo.py): a step over a batch of examples, and validation.
+    # What a method changes (dpo.py): work before the first step, a step over a batch of examples,
+    # and validation.
+    def _prepare(self, keep_going: KeepGoing) -> bool:
+        """Work the method does before its first step, in pieces with keep_going asked between
+        them; False when it stopped before the end (train() is called again to go on)."""
+        return True
+
     def _train_batch(self, examples: list[Rendered], step: int, epoch: int) -> tuple[StepMetrics, int]:
         """One optimizer step: its metrics, and the tokens it trained on."""
         batch = pack(examples, self.pad_id, self.row_tokens, share_prefix=True)
