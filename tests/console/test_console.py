@@ -1,6 +1,7 @@
 """The console in a real browser (headless Chromium through Playwright) against a real `tunery
 serve` with the tiny model: sign-in, the jobs list and a job's live charts, creating a job from
-a file whose planted error blocks it, the playground comparing a base and a fine-tuned model,
+a file whose planted error blocks it, a DPO job's reward charts and a DPO job created with its beta
+(a refused beta shown in the form), the playground comparing a base and a fine-tuned model,
 a fine-tuned model downloaded from the Models page, what users wrote shown as text and never
 run, and the pages usable at phone width with every control labelled. Each test's screenshot
 lands in test-artifacts/console/."""
@@ -15,10 +16,13 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import MARV, SCREENSHOTS, TEST_KEY, TINY_MODEL, free_port, key_for, upload, wait_until_finished
+from tests.helpers import (COLOR_PREFERENCES, MARV, SCREENSHOTS, TEST_KEY, TINY_MODEL, free_port, jsonl, key_for,
+                           upload, wait_until_finished)
 from tunery.cli import app
 
 PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'
+PREFERENCES = jsonl(COLOR_PREFERENCES)  # 12 DPO pairs
+CELLS = "rows => rows.map(r => [...r.cells].map(c => c.textContent))"  # a table's rows as their cells' text
 
 
 def sign_in(page, server, key: str = TEST_KEY) -> None:
@@ -38,6 +42,39 @@ def choose_model(page, model: str) -> None:
 def metrics_events(client, job_id: str) -> int:
     """The job's metrics events, every page of them (the SDK pages through)."""
     return sum(1 for e in client.fine_tuning.jobs.list_events(job_id, limit=100) if e.type == "metrics")
+
+
+def metrics_by_step(client, job_id: str) -> dict[int, dict]:
+    """Each step's metrics (the newest event of a step, as the console keeps it)."""
+    steps: dict[int, dict] = {}
+    for event in client.fine_tuning.jobs.list_events(job_id, limit=100):  # newest first
+        if event.type == "metrics":
+            steps.setdefault(event.data["step"], event.data)
+    return steps
+
+
+def shown(value) -> str:
+    """A figure as the console writes it (dom.js number()): an integer as is, else 4 decimals."""
+    return "" if value is None else str(int(value)) if float(value).is_integer() else f"{value:.4f}"
+
+
+def chart_table(page, title: str) -> tuple[list[str], list[list[str]]]:
+    """A chart's table of numbers (the data uPlot was given): its columns and rows of cells."""
+    figure = page.locator("figure.chart").filter(has=page.locator("figcaption", has_text=title))
+    columns = figure.locator("details thead th").all_text_contents()  # in a closed <details>: not rendered
+    return columns, figure.locator("details tbody tr").evaluate_all(CELLS)
+
+
+@pytest.fixture(scope="module")
+def dpo_job(tiny_server):
+    """A finished DPO job on the colour pairs, with a validation file and beta auto: 3 epochs of
+    6 steps (12 pairs, 2 a batch)."""
+    client = tiny_server.client()
+    job = client.fine_tuning.jobs.create(model=TINY_MODEL, training_file=upload(client, PREFERENCES, "pairs.jsonl").id,
+                                         validation_file=upload(client, PREFERENCES, "pairs.jsonl").id, suffix="prefs",
+                                         seed=7, method={"type": "dpo", "dpo": {"hyperparameters": {
+                                             "beta": "auto", "n_epochs": 3, "batch_size": 2}}})
+    return wait_until_finished(client, job.id)
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +140,99 @@ def test_a_job_created_through_the_sdk_is_listed_and_its_chart_has_a_point_per_m
     assert columns == ["step", "Training loss", "Validation loss", "Full validation loss (epoch end)"]
     full = [cell for cell in loss.locator("details tbody tr td:last-child").all_text_contents() if cell]
     assert len(full) == 2  # one full validation per epoch
+    assert page.locator("figure.chart figcaption").all_text_contents() == ["Loss", "Token accuracy"]
+    assert page.locator(".title-row .method-tag").inner_text() == "Supervised"
     page.get_by_role("heading", name="Checkpoints").wait_for()
     assert page.locator("a", has_text="Try in playground").count() >= 2  # the model and each checkpoint
     assert page.get_by_role("button", name="Download result file").is_visible()
+
+
+def test_a_dpo_jobs_page_charts_its_reward_margin_and_accuracy_beside_the_loss(page, tiny_server, dpo_job):
+    assert dpo_job.status == "succeeded", dpo_job.error
+    steps = metrics_by_step(tiny_server.client(), dpo_job.id)
+    assert sorted(steps) == list(range(1, 19))  # 12 pairs, 2 a batch, 3 epochs
+    sign_in(page, tiny_server)
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/jobs/{dpo_job.id}")
+    page.wait_for_function("() => { const charts = [...document.querySelectorAll('figure.chart')]; return charts.length"
+                           " === 3 && charts.every(f => f.dataset.points === '18' && f.querySelector('canvas')); }")
+    assert page.locator("figure.chart figcaption").all_text_contents() == ["Loss", "Reward margin", "Reward accuracy"]
+    about = page.locator("figure.chart", has_text="Reward accuracy").locator(".chart-about")
+    assert "share of pairs" in about.inner_text()
+    for title, figure in (("Loss", "loss"), ("Reward margin", "reward_margin"), ("Reward accuracy", "reward_accuracy")):
+        columns, rows = chart_table(page, title)
+        assert columns == ["step", "Training", "Validation", "Full validation (epoch end)"]  # the title names it
+        keys = [f"train_{figure}", f"valid_{figure}", f"full_valid_{figure}"]
+        assert rows == [[str(step)] + [shown(steps[step].get(key)) for key in keys] for step in range(1, 19)], title
+        assert [row[0] for row in rows if row[3]] == ["6", "12", "18"]  # a full validation at each epoch's end
+    accuracy = [float(row[1]) for row in chart_table(page, "Reward accuracy")[1]]
+    assert all(0 <= a <= 1 for a in accuracy) and len(set(accuracy)) > 1  # it moved: real figures, not a constant
+
+    assert page.locator(".title-row .method-tag").inner_text() == "DPO"
+    facts = dict(zip(page.locator("dl dt").all_text_contents(), page.locator("dl dd").all_text_contents()))
+    assert facts["Method"] == "DPO (direct preference optimization)"
+    assert facts["Beta (how far from the starting model)"] == str(dpo_job.method.dpo.hyperparameters.beta)
+    assert facts["Epochs"] == "3" and facts["Batch size"] == "2" and "Prompt loss weight" not in facts
+    table = page.locator("table.checkpoints")
+    table.locator("tbody tr").nth(1).wait_for()
+    assert table.locator("thead th").all_text_contents()[2:8] == [
+        "Training loss", "Validation loss", "Full validation loss", "Training reward margin",
+        "Training reward accuracy", "Full validation reward accuracy"]
+    keys = ("train_loss", "valid_loss", "full_valid_loss", "train_reward_margin", "train_reward_accuracy",
+            "full_valid_reward_accuracy")
+    for row in table.locator("tbody tr").evaluate_all(CELLS):  # the API's checkpoint metrics and the step's events
+        assert row[2:8] == [shown(steps[int(row[0])][key]) for key in keys], row
+    page.locator("figure.chart").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "job-dpo.png"), full_page=True)
+
+
+def test_the_form_creates_a_dpo_job_with_its_beta_and_shows_a_refused_beta(page, tiny_server):
+    sign_in(page, tiny_server)
+    page.get_by_role("link", name="New job").first.click()
+    choose_model(page, TINY_MODEL)
+    assert page.get_by_label("Method", exact=True).input_value() == "supervised"
+    assert not page.get_by_label("Beta").is_visible()  # supervised fine-tuning has none
+    page.get_by_label("Training file: a JSONL file from this computer").set_input_files(
+        files={"name": "pairs.jsonl", "mimeType": "application/jsonl", "buffer": PREFERENCES})
+    page.locator(".problems.errors").get_by_text("supervised fine-tuning needs").wait_for()  # checked for this method
+    create = page.get_by_role("button", name="Create job")
+    assert create.is_disabled()
+
+    page.get_by_label("Method", exact=True).select_option("dpo")
+    page.get_by_text("The file is valid.").wait_for()  # checked again, as DPO's
+    report = page.locator(".report-body").first.inner_text()
+    assert "preference format, 12 valid pairs" in report and "Preferred output's tokens" in report
+    page.get_by_label("Epochs").fill("2")
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Beta").fill("5")  # over the server's limit: its 400, shown in the form
+    create.click()
+    alert = page.get_by_role("alert").filter(has_text="beta must be greater than 0")
+    alert.wait_for()
+    beta = page.get_by_label("Beta")
+    assert beta.get_attribute("aria-invalid") == "true" and page.evaluate("document.activeElement.name") == "beta"
+    note = page.locator(".field-error")  # the message under the field too: the focus took the page up to it
+    assert note.count() == 1 and note.inner_text() == alert.inner_text() and note.is_visible()
+    assert note.get_attribute("id") in beta.get_attribute("aria-describedby")
+    assert "#/jobs/new" in page.url
+    page.screenshot(path=str(SCREENSHOTS / "create-dpo-refused-beta.png"))  # what the person sees
+
+    beta.fill("0.3")
+    assert beta.get_attribute("aria-invalid") is None and note.count() == 0
+    page.get_by_label("Suffix").fill("dpo-form")
+    create.click()
+    page.wait_for_url("**/#/jobs/ftjob-*")
+    job_id = page.url.rsplit("/", 1)[1]
+    job = tiny_server.client().fine_tuning.jobs.retrieve(job_id)
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.3
+    assert job.method.dpo.hyperparameters.n_epochs == 2 and job.method.dpo.hyperparameters.batch_size == 4
+    assert job.user_provided_suffix == "dpo-form"
+    page.locator(".title-row .method-tag", has_text="DPO").wait_for()
+    page.locator(".title-row .badge", has_text="succeeded").wait_for(timeout=120_000)
+    page.wait_for_function("() => document.querySelectorAll('figure.chart')[2].dataset.points === '6'")  # 3 steps x 2
+    rows = chart_table(page, "Reward accuracy")[1]
+    steps = metrics_by_step(tiny_server.client(), job_id)
+    assert rows == [[str(s), shown(steps[s]["train_reward_accuracy"])] for s in range(1, 7)]  # no validation file
+    facts = dict(zip(page.locator("dl dt").all_text_contents(), page.locator("dl dd").all_text_contents()))
+    assert facts["Beta (how far from the starting model)"] == "0.3"
 
 
 def test_the_jobs_list_pages_through_many_jobs_and_filters_them_by_status(page, tiny_server):
@@ -288,18 +415,22 @@ def test_a_fine_tuned_model_downloads_as_hf_and_gguf_and_a_base_model_offers_no_
     assert row.get_by_text("Preparing adapter export…").count() == 0
 
 
-def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, finished_job):
+def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, finished_job, dpo_job):
     sign_in(page, tiny_server)
     unlabelled = """() => [...document.querySelectorAll('main input, main select, main textarea')]
         .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
         .map(el => el.name || el.outerHTML.slice(0, 80))"""
-    for route in ("#/jobs", "#/jobs/new", f"#/jobs/{finished_job.id}", "#/playground", "#/playground?mode=completions",
-                  "#/files", "#/models"):
+    for route in ("#/jobs", "#/jobs/new", f"#/jobs/{finished_job.id}", f"#/jobs/{dpo_job.id}", "#/playground",
+                  "#/playground?mode=completions", "#/files", "#/models"):
         page.goto(tiny_server.base_url.removesuffix("/v1") + "/" + route)
         page.locator("main h1").wait_for()
         page.wait_for_timeout(300)
         assert page.evaluate(unlabelled) == [], route
     page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/jobs/{dpo_job.id}")
+    page.locator("figure.chart canvas").nth(2).wait_for()  # its three charts, one under another
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.screenshot(path=str(SCREENSHOTS / "job-dpo-phone.png"), full_page=True)
     page.goto(tiny_server.base_url.removesuffix("/v1") + f"/#/jobs/{finished_job.id}")
     page.locator("figure.chart canvas").first.wait_for()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")

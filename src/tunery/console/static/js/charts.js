@@ -1,17 +1,19 @@
 // Charts of a job's metrics over its steps, drawn with the vendored uPlot (window.uPlot), each with
 // the table of its numbers for keyboards and screen readers. A chart grows as points arrive.
 
-import { h, number } from "./dom.js";
+import { h, nextId, number } from "./dom.js";
 
 const COLORS = ["#2563eb", "#db2777", "#16a34a", "#ea580c", "#7c3aed", "#0891b2"];
 
 // all: [{key: "train_loss", label: "Training loss", pointsOnly: false}, ...]; a series is drawn
-// once it has a value (a job without a validation file shows no validation lines).
-export function metricsChart(title, all) {
-  const plotBox = h("div", { class: "plot", role: "img", "aria-label": title });
+// once it has a value (a job without a validation file shows no validation lines). description:
+// what the figure means, in a sentence under its title (optional).
+export function metricsChart(title, all, description) {
+  const about = description ? h("p", { class: "chart-about", id: nextId("chart-about") }, description) : null;
+  const plotBox = h("div", { class: "plot", role: "img", "aria-label": title, "aria-describedby": about && about.id });
   const table = h("table", { class: "data" });
   const figure = h("figure", { class: "chart", dataset: { points: "0" } },
-    h("figcaption", {}, title), plotBox,
+    h("figcaption", {}, title), about, plotBox,
     h("details", {}, h("summary", {}, `${title}: the numbers`), table));
   let plot = null;
   let rows = [];
