@@ -4,20 +4,23 @@ beside the base model.
 
     python bench/dpo_quality.py [--data-dir DIR]
 
-The data, examples/data/terse_{train,valid,test}.jsonl, was written for tunery and is under the
-repository's licence: 180 general-knowledge and how-to questions, each with a correct one-sentence
-answer of at most 15 words (preferred) and a padded, chatty answer with the same fact ("Great
-question! ... I hope this helps!", non-preferred), split 150 to train and 30 to validate; and 40
-further questions in neither, the held-out test prompts. No system message asks for brevity:
-the style has to be learned from the preferences.
+The data, examples/data/terse_{train,valid,test}.jsonl, was made for tunery and is under the
+repository's licence: 180 general-knowledge and how-to questions, split 150 to train and 30 to
+validate, and 40 further questions in neither, the held-out test prompts. Each pair prefers the
+base model's own answer cut to its first sentence over the whole answer (bench/terse_data.py made
+them, and says why), or where that cannot be done a written correct answer of at most 15 words
+over the same fact padded with chatty sentences. No system message asks for brevity: the style has
+to be learned from the preferences.
 
 The job is created with method {"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto"}}} and
 the validation file, everything else on "auto". Each test prompt is answered greedily
 (temperature 0, max_tokens 80, enough to see rambling) and counts as terse by TERSE_RULE below.
 The validation reward accuracy is the last one the job's metrics events report, on the whole
 validation set (full_valid_reward_accuracy, at each epoch's end) where there is one, else on a
-validation mini-batch (valid_reward_accuracy). The last line says whether the goals are met on a
-2-core CPU: base at most 20% terse, DPO at least 90%, validation reward accuracy at least 95%,
+validation mini-batch (valid_reward_accuracy). A DPO answer counts only if it is also on topic:
+it shares a content word with the question or with the base model's answer (`on_topic`), so that
+a model collapsed into one short reply to everything is not counted as terse. The last line says
+whether the goals are met on a 2-core CPU: base at most 20% terse, DPO at least 90%, validation reward accuracy at least 95%,
 the job under 10 minutes from creation to success.
 """
 
@@ -49,6 +52,23 @@ def terse(answer: str) -> bool:
     text = answer.strip()
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
     return bool(text) and len(text.split()) <= MAX_WORDS and len(sentences) == 1 and "\n" not in text
+
+
+# Words too common to show what an answer is about.
+COMMON = set("what which when where does that this with from have there their they them your about into "
+             "would could should made make many much most more some than then these those were been being "
+             "also only very just like such each other because".split())
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in COMMON}
+
+
+def on_topic(question: str, base_answer: str, answer: str) -> bool:
+    """Whether the answer shares a word of four letters or more (not a common one) with the question
+    or with the base model's answer to it: a model that collapsed into one reply to everything
+    ("You are a helpful AI...") is terse but not answering."""
+    return bool(content_words(answer) & (content_words(question) | content_words(base_answer)))
 
 
 def load(name: str) -> list[dict]:
@@ -128,7 +148,6 @@ def main() -> None:
         print(f"resolved method: {json.dumps(job.method.model_dump(exclude_none=True) if job.method else None)}")
         print(f"job time: {minutes:.1f} minutes from creation to success; model {job.fine_tuned_model}")
         after = answers(client, job.fine_tuned_model, tests)
-        dpo = share(after)
     accuracy, source = reward_accuracy(events)
     print("\nexamples (base answers cut at 100 characters):")
     for example, old, new in list(zip(tests, before, after))[:5]:
@@ -136,7 +155,15 @@ def main() -> None:
         print(f"  {example['messages'][-1]['content']}")
         print(f"    base: {shown} [{'terse' if terse(old) else 'not terse'}]")
         print(f"    dpo:  {json.dumps(new)} [{'terse' if terse(new) else 'not terse'}]")
-    print(f"\nterse answers to {len(tests)} held-out prompts: base {base:.1%}, dpo {dpo:.1%}")
+    questions = [example["messages"][-1]["content"] for example in tests]
+    topical = [on_topic(q, old, new) for q, old, new in zip(questions, before, after)]
+    missed = [(q, new, fits) for q, new, fits in zip(questions, after, topical) if not (terse(new) and fits)]
+    if missed:
+        print(f"\nthe DPO model's {len(missed)} answers that are not terse, or not on topic:")
+        for question, new, fits in missed:
+            print(f"  {question}\n    dpo:  {json.dumps(new)}{'' if fits else ' [off topic]'}")
+    dpo = sum(terse(new) and fits for new, fits in zip(after, topical)) / len(tests)
+    print(f"\nterse answers to {len(tests)} held-out prompts: base {base:.1%}, dpo {dpo:.1%} (and on topic)")
     print("validation reward accuracy at the end: "
           + (f"{accuracy:.1%} ({source})" if accuracy is not None else "none reported by the job's metrics events"))
     met = (base <= 0.20 and dpo >= 0.90 and accuracy is not None and accuracy >= 0.95 and minutes < 10)

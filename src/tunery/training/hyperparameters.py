@@ -20,9 +20,12 @@ CPU_AUTO_BATCH_SIZE = 8  # on a CPU: measured fastest per example on SmolLM2 (1:
 # Peak learning rate of a REFERENCE_PARAMETERS model, multiplied by learning_rate_multiplier; larger
 # models get less, by the square root of their size (a 7B model: 1.4e-4 for LoRA, 7e-6 in full).
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
-# DPO moves a model that already answers well by small differences between two answers: a fifth of
+# DPO moves a model that already answers well by small differences between two answers: far below
 # supervised training's rates (TRL's DPO default, 1e-6 in full, is for runs of thousands of steps).
-DPO_BASE_LEARNING_RATE = {"lora": 2e-4, "full": 1e-5}
+# LoRA on SmolLM2-135M, bench/dpo_quality.py (36 steps, x2.83 for the CPU batch): 5e-6 and 1e-5
+# changed too little (5% and 20% terse answers), 2e-5 the most (75%, but some answers degenerate),
+# 5e-5 and up over-optimized (short nonsense).
+DPO_BASE_LEARNING_RATE = {"lora": 2e-5, "full": 1e-5}
 DPO_AUTO_BETA = 0.1  # TRL's default, and the DPO paper's
 REFERENCE_PARAMETERS = 135_000_000
 
