@@ -242,11 +242,10 @@ class Worker:
             wandb.log(m.as_data(), step=m.step)
             per_step = (time.time() - started) / (m.step - first_step)
             finish = int(time.time() + per_step * (m.total_steps - m.step))
-            return (not self.stopping.is_set() and self._parent_alive()
-                    and self.queue.heartbeat(job.id, self.worker_id, estimated_finish=finish))
+            return keep_going(estimated_finish=finish)
 
-        def keep_going() -> bool:  # asked during a method's work before its first step (DPO's reference)
-            return not self.stopping.is_set() and self._parent_alive() and self.queue.heartbeat(job.id, self.worker_id)
+        def keep_going(**fields) -> bool:  # also asked during a method's work before its first step (DPO's reference)
+            return not self.stopping.is_set() and self._parent_alive() and self.queue.heartbeat(job.id, self.worker_id, **fields)
 
         def on_epoch_end(m: Metrics) -> None:
             if classify is not None:

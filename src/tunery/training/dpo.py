@@ -147,7 +147,7 @@ class DPORecipe(SFTRecipe):
     def _restore_method_state(self, state: dict[str, Any]) -> None:
         for pairs, references in ((self.examples, state["references"]), (self.valid_examples, state["valid_references"])):
             for pair, reference in zip(pairs, references, strict=True):
-                pair.reference = tuple(reference) if reference is not None else None
+                pair.reference = tuple(reference)
 
     # the step --------------------------------------------------------------------------------
     def _row_logps(self, row: PairRow) -> torch.Tensor:
