@@ -13,6 +13,8 @@ MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file, unless TUNERY_MAX_UPL
 WORKER_DEVICES = ("cpu", "cuda")  # what a job may ask for (metadata tunery_device) and a worker trains on
 MODEL_CACHE_MB = 2048  # fine-tuned weights kept in memory for serving, unless TUNERY_MODEL_CACHE_MB says otherwise
 KV_CACHE_MB = 1024  # the KV cache of each model served, at most, unless TUNERY_KV_CACHE_MB says otherwise
+PYTHON_GRADER_TIMEOUT_SECONDS = 30.0  # a python grader's call, unless TUNERY_PYTHON_GRADER_TIMEOUT_SECONDS says otherwise
+PYTHON_GRADER_MEMORY_MB = 1024  # a python grader's address space, unless TUNERY_PYTHON_GRADER_MEMORY_MB says otherwise
 
 
 class Settings(BaseSettings):
@@ -44,6 +46,11 @@ class Settings(BaseSettings):
     # shrunk when idle): sequences beyond it wait, and the context served is at most what it holds for one.
     kv_cache_mb: int = KV_CACHE_MB
     model_aliases: str = ""  # "gpt-4o-mini-2024-07-18=Qwen/Qwen2.5-0.5B-Instruct,...": names that stand for models
+    # Python graders run code sent with a request (graders/sandbox.py): off unless TUNERY_PYTHON_GRADERS=on; each
+    # then runs in a process of its own within these limits (wall time, address space).
+    python_graders: bool = False
+    python_grader_timeout_seconds: float = PYTHON_GRADER_TIMEOUT_SECONDS
+    python_grader_memory_mb: int = PYTHON_GRADER_MEMORY_MB
 
     @field_validator("database_url")
     @classmethod

@@ -8,9 +8,11 @@ from pathlib import Path
 
 from tunery.catalog import Catalog
 from tunery.config import Settings, parse_aliases
+from tunery.graders import PythonSandbox
 from tunery.services.chat import ChatService
 from tunery.services.files import FilesService
 from tunery.services.fine_tuning import JobsService
+from tunery.services.graders import GradersService
 from tunery.services.models import ModelsService
 from tunery.services.organizations import OrganizationsService
 from tunery.services.queue import JobQueue
@@ -60,6 +62,12 @@ class Container:
                         gguf_dir=self.blobs.gguf_dir(), kv_cache_bytes=self.settings.kv_cache_mb << 20)
         self.models.on_delete.append(engine.forget)  # a deleted model leaves memory at once
         return ChatService(self.models, engine)
+
+    @cached_property
+    def graders(self) -> GradersService:
+        python = PythonSandbox(self.settings.python_grader_timeout_seconds,
+                               self.settings.python_grader_memory_mb << 20) if self.settings.python_graders else None
+        return GradersService(self.models, lambda: self.chat, python)
 
     def integration_dir(self, name: str) -> Path:
         """Where an integration (W&B) keeps its local files."""

@@ -1,0 +1,35 @@
+"""Fixtures of the graders' tests: a server with python graders on under tight limits (and a
+secret in its environment that no grader may see), a server with the embedded SmolLM2 to judge,
+and grade(): one graders.run through the official client."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+SECRET = "sk-secret-of-the-server"  # in the python graders' server's environment, never in a grader's
+PYTHON_TIMEOUT_SECONDS = 3
+
+
+@pytest.fixture(scope="module")
+def python_server(start_module_server):
+    """python graders on: 3 s, 512 MB each."""
+    return start_module_server(env={"TUNERY_PYTHON_GRADERS": "on", "TUNERY_PYTHON_GRADER_MEMORY_MB": "512",
+                                    "TUNERY_PYTHON_GRADER_TIMEOUT_SECONDS": str(PYTHON_TIMEOUT_SECONDS),
+                                    "OPENAI_API_KEY": SECRET})
+
+
+@pytest.fixture(scope="module")
+def smol_server(start_module_server, smollm2_dir):
+    return start_module_server(base_models=(smollm2_dir,))
+
+
+@pytest.fixture
+def grade(client) -> Callable:
+    """grade(grader, model_sample, item=None, client=the tiny server's) -> the SDK's GraderRunResponse."""
+    def run(grader: dict, model_sample: str, item=None, on=None):
+        extra = {} if item is None else {"item": item}
+        return (on or client).fine_tuning.alpha.graders.run(grader=grader, model_sample=model_sample, **extra)
+
+    return run
