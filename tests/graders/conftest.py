@@ -8,16 +8,14 @@ from collections.abc import Callable
 
 import pytest
 
-SECRET = "sk-secret-of-the-server"  # in the python graders' server's environment, never in a grader's
-PYTHON_TIMEOUT_SECONDS = 3
 
 
 @pytest.fixture(scope="module")
 def python_server(start_module_server):
-    """python graders on: 3 s, 512 MB each."""
+    """python graders on: 3 s, 512 MB each; a key in its environment (OPENAI_API_KEY) that no grader may see."""
     return start_module_server(env={"TUNERY_PYTHON_GRADERS": "on", "TUNERY_PYTHON_GRADER_MEMORY_MB": "512",
-                                    "TUNERY_PYTHON_GRADER_TIMEOUT_SECONDS": str(PYTHON_TIMEOUT_SECONDS),
-                                    "OPENAI_API_KEY": SECRET})
+                                    "TUNERY_PYTHON_GRADER_TIMEOUT_SECONDS": "3",
+                                    "OPENAI_API_KEY": "sk-secret-of-the-server"})
 
 
 @pytest.fixture(scope="module")

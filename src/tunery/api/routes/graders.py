@@ -17,6 +17,6 @@ async def run(c: ContainerDep, org: OrgDep, body: GraderRunRequest, request: Req
     return await unless_client_leaves(request, c.graders.run(org.id, body))  # a client gone stops its judge
 
 
-@router.post("/fine_tuning/alpha/graders/validate")
+@router.post("/fine_tuning/alpha/graders/validate", response_model_exclude_unset=True)  # the grader as it was sent
 async def validate(c: ContainerDep, org: OrgDep, body: GraderValidateRequest) -> GraderValidateResponse:
     return await run_in_threadpool(c.graders.validate, org.id, body)
