@@ -122,20 +122,21 @@ class PythonGrader(_Strict):
     image_tag: str | None = None
 
 
-class ScoreModelGrader(_Strict):
-    type: Literal["score_model"]
+class _ModelGrader(_Strict):
+    """What score_model and label_model graders share: a judge model and its messages."""
     name: Name
     model: str = Field(min_length=1)
     input: list[JudgeMessage] = Field(min_length=1)
+
+
+class ScoreModelGrader(_ModelGrader):
+    type: Literal["score_model"]
     range: list[float] | None = Field(default=None, description="[low, high]; [0, 1] when not given")
     sampling_params: ScoreSamplingParams | None = None
 
 
-class LabelModelGrader(_Strict):
+class LabelModelGrader(_ModelGrader):
     type: Literal["label_model"]
-    name: Name
-    model: str = Field(min_length=1)
-    input: list[JudgeMessage] = Field(min_length=1)
     labels: list[Name] = Field(min_length=1)
     passing_labels: list[Name] = Field(min_length=1)
 
