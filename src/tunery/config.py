@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
 MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # one uploaded file, unless TUNERY_MAX_UPLOAD_BYTES says otherwise
+WORKER_DEVICES_PATTERN = re.compile(r"cpu(:\d+)?|cuda:\d+(\s*,\s*cuda:\d+)*")  # TUNERY_WORKER_DEVICES
 WORKER_DEVICES = ("cpu", "cuda")  # what a job may ask for (metadata tunery_device) and a worker trains on
 MODEL_CACHE_MB = 2048  # fine-tuned weights kept in memory for serving, unless TUNERY_MODEL_CACHE_MB says otherwise
 KV_CACHE_MB = 1024  # the KV cache of each model served, at most, unless TUNERY_KV_CACHE_MB says otherwise
@@ -38,6 +40,9 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = 5.0
     job_max_attempts: int = 3  # a job whose worker died this many times fails instead of being taken over again
     worker_device: str | None = None  # what `tunery workers` shows and claims follow: cpu | cuda (default: TUNERY_DEVICE's)
+    # A job over several processes, one per device, data parallel (training/distributed.py): "cpu:2" (two CPU
+    # processes), "cuda:0,cuda:1"; unset: one process on TUNERY_DEVICE's device (devices.worker_devices).
+    worker_devices: str | None = None
     inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     cpu_backend: str = "auto"  # CPU serving: "auto" (llama.cpp when installed and the model converts to GGUF), "llamacpp", "torch"
     gguf_type: str = "auto"  # llama.cpp's weights: "auto" (q8_0), "q8_0", "q4_0", "q4_1", "f16"
@@ -67,6 +72,13 @@ class Settings(BaseSettings):
         if device is not None and device not in WORKER_DEVICES:
             raise ValueError(f"{device!r} is not a worker device: use one of {', '.join(WORKER_DEVICES)}")
         return device
+
+    @field_validator("worker_devices")
+    @classmethod
+    def _worker_devices_written(cls, devices: str | None) -> str | None:
+        if devices is not None and devices.strip() and not WORKER_DEVICES_PATTERN.fullmatch(devices.strip().lower()):
+            raise ValueError(f"{devices!r}: use cpu:N (N processes on the CPU) or GPUs such as cuda:0,cuda:1")
+        return devices if devices and devices.strip() else None
 
     @field_validator("model_aliases")
     @classmethod

@@ -1,6 +1,8 @@
 """The hardware a process computes on, decided in one place for training and serving:
 - the device TUNERY_DEVICE names: "auto" (the first CUDA GPU when there is one, else the CPU),
   "cpu", "cuda" or "cuda:N", refused with a clear message when it is not there;
+- the devices a worker trains one job on, a process each (TUNERY_WORKER_DEVICES: "cpu:2",
+  "cuda:0,cuda:1"; unset, one process on TUNERY_DEVICE's device);
 - the dtypes: bfloat16 on CUDA (training and serving; float32 training and float16 serving on a
   GPU too old for bfloat16), serving in bfloat16 on CPUs with native bfloat16 arithmetic;
 - the attention implementation transformers runs (TUNERY_ATTENTION): "auto" takes FlashAttention 2
@@ -41,6 +43,26 @@ def resolve_device(name: str) -> torch.device:
                               f"{torch.cuda.device_count()} (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
         return torch.device("cuda", index)
     raise DeviceError(f"TUNERY_DEVICE={name!r} is not a device: use auto, cpu, cuda or cuda:N.")
+
+
+def worker_devices(setting: str | None, device: str) -> list[torch.device]:
+    """The devices a worker trains a job on, one process each: TUNERY_WORKER_DEVICES ("cpu:N", N
+    processes on the CPU; "cuda:0,cuda:1", one process per GPU, each at most once), or when unset
+    the one device TUNERY_DEVICE names."""
+    if not setting or not setting.strip():
+        return [resolve_device(device)]
+    names = [name.strip().lower() for name in setting.split(",")]
+    if len(names) == 1 and (found := re.fullmatch(r"cpu(?::(\d+))?", names[0])):
+        count = int(found.group(1) or 1)
+        if count < 1:
+            raise DeviceError(f"TUNERY_WORKER_DEVICES={setting}: at least one process.")
+        return [torch.device("cpu")] * count
+    if not all(re.fullmatch(r"cuda:\d+", name) for name in names):
+        raise DeviceError(f"TUNERY_WORKER_DEVICES={setting!r}: use cpu:N (N processes on the CPU) or a list of GPUs "
+                          f"such as cuda:0,cuda:1.")
+    if len(set(names)) < len(names):
+        raise DeviceError(f"TUNERY_WORKER_DEVICES={setting}: each GPU at most once (one process per device).")
+    return [resolve_device(name) for name in names]
 
 
 def training_dtype(device: torch.device) -> torch.dtype:

@@ -166,6 +166,13 @@ class DPORecipe(SFTRecipe):
     def _preferences(self, pairs: list[Pair], *, backward: bool) -> Preferences:
         """The pairs' DPO figures; with backward, each row's share of the batch's mean loss is
         back-propagated as it is computed (so only one row's activations are held)."""
+        n = max(1, len(pairs))
+        return Preferences(*(total / n for total in self._preference_sums(pairs, len(pairs), backward=backward)))
+
+    def _preference_sums(self, pairs: list[Pair], batch_pairs: int, *, backward: bool) -> tuple[float, ...]:
+        """The pairs' summed loss, reward margin, wins, chosen and rejected log-probabilities (in
+        Preferences' order); with backward, each row's loss divided by batch_pairs (the optimizer
+        step's pairs: all its processes' in distributed.py) is back-propagated."""
         beta = self.config.beta
         loss_sum = margin_sum = wins = chosen_sum = rejected_sum = 0.0
         for row in pack_pairs([(p.chosen, p.rejected) for p in pairs], self.pad_id, self.row_tokens):
@@ -175,21 +182,22 @@ class DPORecipe(SFTRecipe):
             margins = rewards[:, 0] - rewards[:, 1]
             losses = -F.logsigmoid(margins)
             if backward:
-                (losses.sum() / len(pairs)).backward()
+                (losses.sum() / batch_pairs).backward()
             loss_sum += losses.sum().item()
             margin_sum += margins.sum().item()
             wins += (margins > 0).sum().item()
             chosen_sum += logps[:, 0].sum().item()
             rejected_sum += logps[:, 1].sum().item()
-        n = max(1, len(pairs))
-        return Preferences(loss_sum / n, margin_sum / n, wins / n, chosen_sum / n, rejected_sum / n)
+        return loss_sum, margin_sum, wins, chosen_sum, rejected_sum
 
     def _train_batch(self, examples: list[Pair], step: int, epoch: int) -> tuple[DPOStepMetrics, int]:
         figures = self._preferences(examples, backward=True)
         self._optimizer_step()
-        metrics = DPOStepMetrics(step, self.total_steps, epoch, figures.loss, figures.reward_margin,
-                                 figures.reward_accuracy, figures.chosen_logps, figures.rejected_logps)
-        return metrics, sum(p.tokens for p in examples)
+        return self._step_metrics(figures, step, epoch), sum(p.tokens for p in examples)
+
+    def _step_metrics(self, figures: Preferences, step: int, epoch: int) -> DPOStepMetrics:
+        return DPOStepMetrics(step, self.total_steps, epoch, figures.loss, figures.reward_margin,
+                              figures.reward_accuracy, figures.chosen_logps, figures.rejected_logps)
 
     def evaluate(self, examples: list[Pair]) -> Preferences:
         self._prepare(lambda: True)  # evaluated before training: the model as it is is the reference

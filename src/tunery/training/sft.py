@@ -243,6 +243,13 @@ class SFTRecipe:
         """One optimizer step over the batch, a packed row at a time: each row's gradients are
         scaled by the whole batch's loss weight, so the update is the same as in one pass."""
         total = batch.loss_weight()
+        loss_sum, correct, counted = self._backward(batch, total)
+        self._optimizer_step()
+        return loss_sum / float(total), correct / max(1, counted)
+
+    def _backward(self, batch: Batch, total) -> tuple[float, float, float]:
+        """Each row's loss divided by total (the loss weight of the whole optimizer step, all its
+        processes' rows: distributed.py) back-propagated; the summed loss, correct and counted."""
         loss_sum = correct = counted = 0.0
         for row in batch.rows():
             row_loss, row_correct, row_counted = self._loss_sum(row)
@@ -250,8 +257,7 @@ class SFTRecipe:
             loss_sum += row_loss.item()
             correct += row_correct
             counted += row_counted
-        self._optimizer_step()
-        return loss_sum / float(total), correct / max(1, counted)
+        return loss_sum, correct, counted
 
     def _optimizer_step(self) -> None:
         """Apply the gradients accumulated since the last step (clipped), and advance the schedule."""

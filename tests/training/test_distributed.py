@@ -1,0 +1,109 @@
+"""Data-parallel training over 2 CPU processes (gloo) on the tiny model: the same job trains to the
+losses of one process (LoRA, full, DPO), its checkpoints resume on 1 process and a 1-process
+checkpoint on 2, a stop decided by rank 0 stops every rank at the same step, and a rank that dies
+fails the run with RankLost."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.helpers import COLOR_EXAMPLES, COLOR_PREFERENCES
+from tunery.failpoints import ENVIRONMENT
+from tunery.training import distributed
+from tunery.training.hyperparameters import Resolved
+from tunery.training.methods import METHODS, RecipeInputs
+from tunery.weights import Weights
+
+TWO_CPUS = ["cpu", "cpu"]
+TOLERANCE = 1e-3  # the sums of gradients across processes are the same numbers added in another order
+# Learning rates as the recipe tests use them (parameters=0: no scaling by model size).
+MULTIPLIERS = {("supervised", "lora"): 10, ("supervised", "full"): 60, ("dpo", "lora"): 500}
+
+
+def job(tiny_model_dir, method="supervised", training_type="lora", n_epochs=3, resume_from=None) -> RecipeInputs:
+    hp = Resolved(n_epochs=n_epochs, batch_size=4, learning_rate_multiplier=MULTIPLIERS[method, training_type],
+                  training_type=training_type, parameters=0, method=method, beta=0.5 if method == "dpo" else None)
+    return RecipeInputs(Weights("base", tiny_model_dir), hp, seed=7, device="cpu", attention="auto",
+                        resume_from=resume_from)
+
+
+def train(inputs: RecipeInputs, devices=None, examples=COLOR_EXAMPLES, stop_at=None, checkpoint=None):
+    """Train the job on one process (devices None) or on the devices; stopped after step stop_at
+    with a checkpoint in `checkpoint` when asked. The result and the metrics each step reported."""
+    method = inputs.hyperparameters.method
+    recipe = METHODS[method].build(inputs) if devices is None else distributed.build(method, inputs, devices)
+    try:
+        recipe.setup(examples)
+        result = recipe.train(lambda m: stop_at is None or m.step < stop_at)
+        if checkpoint is not None:
+            recipe.save_checkpoint(checkpoint, result.history[-1])
+        return result
+    finally:
+        recipe.cleanup()
+
+
+def losses(result) -> list[float]:
+    return [m.train_loss for m in result.history]
+
+
+@pytest.mark.parametrize("method, training_type", [("supervised", "lora"), ("supervised", "full"), ("dpo", "lora")])
+def test_two_processes_train_to_the_losses_of_one(tiny_model_dir, method, training_type):
+    examples = COLOR_PREFERENCES if method == "dpo" else COLOR_EXAMPLES
+    inputs = job(tiny_model_dir, method, training_type)
+    one = train(inputs, examples=examples)
+    two = train(inputs, TWO_CPUS, examples=examples)
+    assert len(two.history) == len(one.history) == 9 and not two.stopped  # 12 examples, 4 a step, 3 epochs
+    assert losses(two) == pytest.approx(losses(one), abs=TOLERANCE)
+    assert abs(losses(two)[-1] - losses(one)[-1]) < TOLERANCE
+    assert losses(two)[-1] < 0.8 * losses(two)[0]  # it learned
+    assert two.trained_tokens == one.trained_tokens
+    if method == "dpo":
+        assert [m.train_reward_accuracy for m in two.history] == [m.train_reward_accuracy for m in one.history]
+
+
+def test_a_batch_smaller_than_the_processes_still_steps_as_one(tiny_model_dir):
+    """Batches of 1 on 2 processes: each step one process has nothing to train on (it adds zeros)."""
+    inputs = job(tiny_model_dir, n_epochs=1)
+    inputs = RecipeInputs(inputs.start, Resolved(**{**inputs.hyperparameters.__dict__, "batch_size": 1}), 7, "cpu",
+                          "auto", None)
+    one = train(inputs, examples=COLOR_EXAMPLES[:5])
+    two = train(inputs, TWO_CPUS, examples=COLOR_EXAMPLES[:5])
+    assert len(two.history) == 5
+    assert losses(two) == pytest.approx(losses(one), abs=TOLERANCE)
+
+
+@pytest.mark.parametrize("stop_at", [4, 3])  # mid-epoch, and at an epoch's end
+def test_checkpoints_of_two_processes_and_of_one_resume_on_the_other(tiny_model_dir, tmp_path, stop_at):
+    straight = train(job(tiny_model_dir))
+    # Stopped by rank 0's decision after stop_at: every rank stops there, rank 0 writes the checkpoint.
+    from_two, from_one = tmp_path / "two", tmp_path / "one"
+    from_two.mkdir(), from_one.mkdir()
+    stopped = train(job(tiny_model_dir), TWO_CPUS, stop_at=stop_at, checkpoint=from_two)
+    assert stopped.stopped and stopped.steps == stop_at
+    train(job(tiny_model_dir), stop_at=stop_at, checkpoint=from_one)
+
+    on_one = train(job(tiny_model_dir, resume_from=from_two))
+    on_two = train(job(tiny_model_dir, resume_from=from_one), TWO_CPUS)
+    for resumed in (on_one, on_two):
+        assert [m.step for m in resumed.history] == list(range(1, 10))
+        assert abs(losses(resumed)[-1] - losses(straight)[-1]) < TOLERANCE
+        assert losses(resumed) == pytest.approx(losses(straight), abs=TOLERANCE)
+        assert resumed.trained_tokens == straight.trained_tokens
+
+
+def test_a_process_that_dies_fails_the_run_with_rank_lost(tiny_model_dir, tmp_path, monkeypatch):
+    failpoints = tmp_path / "failpoints.json"
+    failpoints.write_text(json.dumps({f"{distributed.RANK_STEP}=2": 1}))
+    monkeypatch.setenv(ENVIRONMENT, str(failpoints))
+    seen = []
+    recipe = distributed.build("supervised", job(tiny_model_dir), TWO_CPUS)
+    try:
+        recipe.setup(COLOR_EXAMPLES)
+        with pytest.raises(distributed.RankLost, match="training process 1 of 2 \\(cpu\\) was killed by SIGKILL"):
+            recipe.train(lambda m: seen.append(m.step) or True)
+    finally:
+        recipe.cleanup()
+    assert seen and max(seen) <= 3  # rank 0 could not go on past the step after rank 1 died
+    assert json.loads(failpoints.read_text())[f"{distributed.RANK_STEP}=2"] == 0
