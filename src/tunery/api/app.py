@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tunery import __version__
 from tunery import console
 from tunery.api.responses import errors, openapi_document
-from tunery.api.routes import chat, completions, files, fine_tuning, graders, models, tunery
+from tunery.api.routes import chat, completions, evals, files, fine_tuning, graders, models, tunery
 from tunery.config import Settings
 from tunery.errors import InvalidRequest, TooLarge, TuneryError
 from tunery.services.container import Container
@@ -35,7 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="tunery", version=__version__, description="The OpenAI fine-tuning API, self-hosted.",
                   docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.container = Container(settings)
-    for module in (files, fine_tuning, graders, models, chat, completions):  # every operation needs a key and may fault
+    for module in (files, fine_tuning, graders, evals, models, chat, completions):  # every operation needs a key and may fault
         app.include_router(module.router, prefix="/v1", responses=errors(401, 500))
     app.include_router(tunery.router, prefix="/tunery", responses=errors(401, 500))
     app.openapi = openapi_document(app)

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-FilePurpose = Literal["fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data"]
-UploadPurpose = Literal["fine-tune", "assistants", "batch", "vision", "user_data"]  # results are the server's
+FilePurpose = Literal["fine-tune", "fine-tune-results", "assistants", "batch", "vision", "user_data", "evals"]
+UploadPurpose = Literal["fine-tune", "assistants", "batch", "vision", "user_data", "evals"]  # results are the server's
 
 
 # The multipart forms below are declared for the OpenAPI document only: api/uploads.py reads each

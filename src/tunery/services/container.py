@@ -10,6 +10,8 @@ from tunery.catalog import Catalog
 from tunery.config import Settings, parse_aliases
 from tunery.graders import PythonSandbox
 from tunery.services.chat import ChatService
+from tunery.services.eval_runs import RunQueue
+from tunery.services.evals import EvalsService
 from tunery.services.files import FilesService
 from tunery.services.fine_tuning import JobsService
 from tunery.services.graders import GradersService
@@ -17,6 +19,7 @@ from tunery.services.models import ModelsService
 from tunery.services.organizations import OrganizationsService
 from tunery.services.queue import JobQueue
 from tunery.storage import BlobStore, Database
+from tunery.storage.evals import EvalsRepo
 from tunery.storage.files import FilesRepo
 from tunery.storage.jobs import JobsRepo
 from tunery.storage.models import ModelsRepo
@@ -68,6 +71,15 @@ class Container:
         python = PythonSandbox(self.settings.python_grader_timeout_seconds,
                                self.settings.python_grader_memory_mb << 20) if self.settings.python_graders else None
         return GradersService(self.models, lambda: self.chat, python)
+
+    @cached_property
+    def evals(self) -> EvalsService:
+        return EvalsService(EvalsRepo(self.db), self.files, self.models, self.graders)
+
+    @cached_property
+    def eval_runs(self) -> RunQueue:
+        """Eval runs as workers see them (jobs/evals.py executes them)."""
+        return RunQueue(EvalsRepo(self.db), self.settings.job_lease_seconds)
 
     def integration_dir(self, name: str) -> Path:
         """Where an integration (W&B) keeps its local files."""

@@ -122,3 +122,54 @@ class Checkpoint(Base):
     training_type: Mapped[str] = mapped_column(String(8))  # lora | full: what its weights are
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[int] = mapped_column(Integer)
+
+
+class Eval(Base):
+    """An eval: what its runs' items look like (data_source_config) and how they are graded."""
+    __tablename__ = "evals"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # eval_...
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    data_source_config: Mapped[dict[str, Any]] = mapped_column(JSON)  # as requested: item_schema, include_sample_schema
+    testing_criteria: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(Integer)
+    sort_key: Mapped[float] = mapped_column(Float, index=True, default=time.time)  # creation order, below a second
+    updated_at: Mapped[float] = mapped_column(Float, index=True, default=time.time)
+
+
+class EvalRun(Base):
+    """A run of an eval: queued, then claimed by a worker with a lease (as jobs are) and executed
+    a batch of items at a time; its counts grow with each batch."""
+    __tablename__ = "eval_runs"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # evalrun_...
+    eval_id: Mapped[str] = mapped_column(ForeignKey("evals.id"), index=True)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    model: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    data_source: Mapped[dict[str, Any]] = mapped_column(JSON)  # as requested (inline items included)
+    metadata_: Mapped[dict[str, str] | None] = mapped_column("metadata", JSON, nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result_counts: Mapped[dict[str, int]] = mapped_column(JSON)
+    per_criteria: Mapped[dict[str, Any]] = mapped_column(JSON)  # criterion name: {passed, failed}
+    per_model_usage: Mapped[dict[str, Any]] = mapped_column(JSON)  # model: {invocation_count, tokens...}
+    items_done: Mapped[int] = mapped_column(Integer, default=0)  # the items graded so far, in order
+    created_at: Mapped[int] = mapped_column(Integer)
+    sort_key: Mapped[float] = mapped_column(Float, index=True, default=time.time)
+    worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
+
+
+class EvalOutputItem(Base):
+    """One item of a run as it was graded: its sample and each criterion's result."""
+    __tablename__ = "eval_output_items"
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # total order
+    id: Mapped[str] = mapped_column(String(64), unique=True)  # outputitem_...
+    run_id: Mapped[str] = mapped_column(ForeignKey("eval_runs.id"), index=True)
+    datasource_item_id: Mapped[int] = mapped_column(Integer)  # the item's index in the run's data
+    status: Mapped[str] = mapped_column(String(8))  # pass | fail | error
+    datasource_item: Mapped[dict[str, Any]] = mapped_column(JSON)
+    sample: Mapped[dict[str, Any]] = mapped_column(JSON)
+    results: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    created_at: Mapped[int] = mapped_column(Integer)
