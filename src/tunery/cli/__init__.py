@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from tunery.cli import chat, data, files, jobs, keys, models, serve
+from tunery.cli import chat, data, evals, files, jobs, keys, models, serve
 from tunery.cli.common import quiet_libraries
 
 app = typer.Typer(help="tunery: the OpenAI fine-tuning API, self-hosted.", no_args_is_help=True,
@@ -19,6 +19,7 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(evals.app, name="evals")
 app.command()(chat.chat)
 app.command()(chat.complete)
 
