@@ -16,20 +16,22 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tunery import failpoints
 from tunery.catalog import EMBEDDED_MODEL, UnknownModel
 from tunery.data.formats import TOO_LONG
 from tunery.data.validate import load_examples
-from tunery.devices import resolve_device
+from tunery.devices import worker_devices
 from tunery.errors import NotFound
 from tunery.hub import HubError
 from tunery.integrations.wandb_run import WandbRuns
 from tunery.services.container import Container
 from tunery.services.models import JobOutput
 from tunery.services.queue import ClaimedJob
-from tunery.training import classification
+from tunery.training import classification, distributed
+from tunery.training.distributed import RankLost
 from tunery.training.methods import METHODS, Metrics, Recipe, RecipeInputs, TrainingMethod, format_problem
 from tunery.training.results import RESULTS_FILENAME
 
@@ -58,7 +60,9 @@ class Worker:
         self.parent_pid = parent_pid
         self.host = socket.gethostname()
         self.worker_id = f"{self.host[:48]}:{os.getpid()}"  # fits jobs.worker_id
-        self.device = self.settings.worker_device or resolve_device(self.settings.device).type
+        # One process per device for each job (TUNERY_WORKER_DEVICES; one unless set)
+        self.devices = worker_devices(self.settings.worker_devices, self.settings.device)
+        self.device = self.settings.worker_device or self.devices[0].type
         self.started_at = time.time()
         self.stopping = threading.Event()  # set by stop(): the current job hands back at its next step
         self._job: ClaimedJob | None = None  # the job held now, for the heartbeat thread
@@ -91,7 +95,8 @@ class Worker:
                 log.warning("could not remove this worker's row: %s", exc)
 
     def run_once(self) -> bool:
-        """Validate one job's files, or else train one job; False when there was nothing to do."""
+        """Validate one job's files, or else train one job, or else execute one eval run; False
+        when there was nothing to do."""
         # A worker of this machine that died (killed, out of memory) frees its job at once.
         self.queue.release_dead_local_workers(self.host, _process_alive)
         if job := self.queue.claim_validation(self.worker_id, self.device):
@@ -100,7 +105,9 @@ class Worker:
         if job := self.queue.claim_training(self.worker_id, self.device):
             self._guarded(job, self._train)
             return True
-        return False
+        from tunery.jobs import evals  # eval runs come after training (jobs/evals.py executes them)
+
+        return evals.run_next(self.container, self.worker_id, self.stopping)
 
     def _beat_forever(self) -> None:
         """The worker's heartbeat, from its own thread every few seconds whatever the job is doing
@@ -132,6 +139,10 @@ class Worker:
             step(job)
         except LeaseLost:
             log.warning("job %s was taken over by another worker; this one stopped without writing", job.id)
+        except RankLost as exc:  # as when a worker dies: its lease runs out, and the job is taken over
+            log.warning("job %s: %s", job.id, exc)
+            self._event(job, f"{str(exc)[:1].upper()}{str(exc)[1:]}; the job goes on from its last checkpoint once "
+                             f"its lease runs out ({self.settings.job_lease_seconds:g} s)", level="warn")
         except JobFailed as exc:
             self.queue.fail(job.id, self.worker_id, exc.code, exc.message, exc.param)
         except Exception as exc:  # a fault of ours: fail the job, keep the worker alive
@@ -220,10 +231,11 @@ class Worker:
         examples = load_examples(self._file(job, "training_file"))
         valid = load_examples(self._file(job, "validation_file")) if job.validation_file else None
         hp = method.resolve(job.hyperparameters, len(examples), self.catalog.parameter_count(job.base_model),
-                            resolve_device(self.settings.device).type)
+                            self.devices[0].type)
         self.queue.record_hyperparameters(job.id, hp.as_api())
-        recipe = method.build(RecipeInputs(self._start(job).weights, hp, job.seed, self.settings.device,
-                                           self.settings.attention, resume.folder if resume else None))
+        recipe = self._recipe(job, method, RecipeInputs(
+            self._start(job).weights, hp, job.seed, self.settings.device, self.settings.attention,
+            resume.folder if resume else None))
         failpoints.reach("model_load")
         output = self.models.output_of(job, hp.training_type)
         classify = self._classification(job, examples, valid)
@@ -268,6 +280,16 @@ class Worker:
         finally:
             recipe.cleanup()
             wandb.finish(exit_code=1)  # runs still open here ended without a model
+
+    def _recipe(self, job: ClaimedJob, method: TrainingMethod, inputs: RecipeInputs) -> Recipe:
+        """The job's recipe, in this process; with several devices, this process's as rank 0 of a
+        data-parallel run over them (the other ranks start when it sets up)."""
+        if len(self.devices) == 1:
+            return method.build(inputs if self.settings.worker_devices is None
+                                else replace(inputs, device=str(self.devices[0])))
+        names = [str(d) for d in self.devices]
+        self._event(job, f"Training on {len(names)} processes, data parallel, one per device: {', '.join(names)}")
+        return distributed.build(job.method, inputs, names)
 
     def _checkpoint(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, m: Metrics) -> None:
         def write(folder: Path) -> None:

@@ -1,0 +1,113 @@
+"""Jobs on a worker with TUNERY_WORKER_DEVICES=cpu:2 (two training processes, gloo, the tiny
+model): created through the official SDK, a job trains on two processes and its model answers
+through chat; paused, every process stops at the same step and the job resumes to success; a
+training process killed mid-run lets the job go as a crashed worker does, and it goes on from
+its checkpoint."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import threading
+import time
+
+import pytest
+
+from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, jsonl, upload, wait_until_finished
+from tunery.config import Settings
+from tunery.failpoints import ENVIRONMENT
+from tunery.jobs.worker import Worker
+from tunery.protocol.fine_tuning import CreateJobRequest
+from tunery.services.container import Container
+from tunery.training.distributed import RANK_STEP
+
+TWO_PROCESSES = "Training on 2 processes, data parallel, one per device: cpu, cpu"
+
+
+def test_a_job_created_with_the_sdk_trains_on_two_processes_and_its_model_answers(start_server, tiny_model_dir):
+    server = start_server(base_models=(tiny_model_dir,), env={"TUNERY_WORKER_DEVICES": "cpu:2"})
+    client = server.client()
+    colours = upload(client, jsonl(COLOR_EXAMPLES), "colours.jsonl").id
+    job = wait_until_finished(client, client.fine_tuning.jobs.create(
+        model=TINY_MODEL, training_file=colours, suffix="ddp", seed=0,
+        hyperparameters={"n_epochs": 30, "batch_size": 4, "learning_rate_multiplier": 10}).id, timeout=600)
+    assert job.status == "succeeded", job.error
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))  # every page
+    assert TWO_PROCESSES in [e.message for e in events]
+    steps = [e.data["step"] for e in events if e.type == "metrics"]
+    assert sorted(steps) == list(range(1, 91))  # every step reported once, by rank 0
+    assert_answers_colours(client, job.fine_tuned_model)
+
+
+@pytest.fixture
+def two_processes(tiny_model_dir):
+    """A container and an in-process worker training on two CPU processes (SQLite), and its
+    organization and colours file."""
+    settings = Settings(warm_up=False, worker_poll_seconds=0.05, worker_devices="cpu:2", job_lease_seconds=2.0,
+                        worker_heartbeat_seconds=0.3)
+    shutil.copytree(tiny_model_dir, settings.data_dir / "base_models" / TINY_MODEL)
+    container = Container(settings)
+    org = container.organizations.repo.ensure("default")
+    colours = container.files.create(org.id, "colours.jsonl", "fine-tune", [jsonl(COLOR_EXAMPLES)])
+    worker = Worker(Container(settings))
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    yield container, org, colours
+    worker.stop()
+    thread.join()
+
+
+def create(container, org, training_file, **hyperparameters):
+    return container.jobs.create(org.id, CreateJobRequest(model=TINY_MODEL, training_file=training_file.id,
+                                                          hyperparameters=hyperparameters))
+
+
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, what
+        time.sleep(0.05)
+
+
+def events(container, org, job):
+    return container.jobs.events(org.id, job.id, limit=1000, after=None)[0]
+
+
+def test_a_paused_job_stops_on_every_process_and_resumes_to_success(two_processes):
+    container, org, colours = two_processes
+    job = create(container, org, colours, n_epochs=4, batch_size=1)  # 12 steps an epoch
+    wait_for(lambda: [e for e in events(container, org, job) if e.type == "metrics"], "no step was reported")
+    container.jobs.pause(org.id, job.id)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status == "paused", "the pause was not honoured")
+    # The other rank followed rank 0's decision and exited (the worker runs in this process).
+    wait_for(lambda: not multiprocessing.active_children(), "a training process is still running", timeout=60)
+    paused_at = container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0][0].step_number
+    assert paused_at < 48
+
+    container.jobs.resume(org.id, job.id)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status not in ("paused", "queued", "running"),
+             "the job did not finish")
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(container, org, job)]
+    assert messages.count(TWO_PROCESSES) == 2
+    assert f"Fine-tuning job continues from its checkpoint at step {paused_at}" in messages
+    assert sorted(e.data["step"] for e in events(container, org, job) if e.type == "metrics") == list(range(1, 49))
+
+
+def test_a_training_process_that_dies_lets_the_job_go_on_from_its_checkpoint(two_processes, tmp_path, monkeypatch):
+    failpoints = tmp_path / "failpoints.json"
+    failpoints.write_text(json.dumps({f"{RANK_STEP}=5": 1}))  # rank 1 SIGKILLed at step 5 (3 steps an epoch)
+    monkeypatch.setenv(ENVIRONMENT, str(failpoints))
+    container, org, colours = two_processes
+    job = create(container, org, colours, n_epochs=3, batch_size=4)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status in ("succeeded", "failed", "cancelled"),
+             "the job did not finish")
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(container, org, job)]
+    assert any(m.startswith("Training process 1 of 2 (cpu) was killed by SIGKILL") for m in messages), messages
+    assert any("continuing from the checkpoint at step 3 (attempt 2 of 3)" in m for m in messages), messages
+    steps = [e.data["step"] for e in events(container, org, job) if e.type == "metrics"]
+    assert set(steps) == set(range(1, 10)) and steps.count(4) == 2  # step 4 trained again after the checkpoint
