@@ -13,9 +13,12 @@ import threading
 import time
 
 import pytest
+import torch
+from pydantic import ValidationError
 
 from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, jsonl, upload, wait_until_finished
 from tunery.config import Settings
+from tunery.devices import DeviceError, worker_devices
 from tunery.failpoints import ENVIRONMENT
 from tunery.jobs.worker import Worker
 from tunery.protocol.fine_tuning import CreateJobRequest
@@ -23,6 +26,19 @@ from tunery.services.container import Container
 from tunery.training.distributed import RANK_STEP
 
 TWO_PROCESSES = "Training on 2 processes, data parallel, one per device: cpu, cpu"
+
+
+def test_a_workers_devices_are_one_process_each_and_checked():
+    cpu = torch.device("cpu")
+    assert worker_devices(None, "cpu") == worker_devices("cpu", "auto") == [cpu]  # unset: one process, as before
+    assert worker_devices(" cpu:2 ", "auto") == [cpu, cpu]
+    for setting, refusal in (("cpu:0", "at least one process"), ("cuda:0,cuda:0", "each GPU at most once"),
+                             ("cuda:0,cuda:99", "no CUDA device|there is no GPU 99"), ("cpu,cuda:0", "use cpu:N")):
+        with pytest.raises(DeviceError, match=refusal):
+            worker_devices(setting, "auto")
+    with pytest.raises(ValidationError, match="use cpu:N"):
+        Settings(worker_devices="gpu:2")
+    assert Settings(worker_devices=" ").worker_devices is None
 
 
 def test_a_job_created_with_the_sdk_trains_on_two_processes_and_its_model_answers(start_server, tiny_model_dir):
