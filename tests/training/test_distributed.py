@@ -6,6 +6,7 @@ fails the run with RankLost."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -66,8 +67,7 @@ def test_two_processes_train_to_the_losses_of_one(tiny_model_dir, method, traini
 def test_a_batch_smaller_than_the_processes_still_steps_as_one(tiny_model_dir):
     """Batches of 1 on 2 processes: each step one process has nothing to train on (it adds zeros)."""
     inputs = job(tiny_model_dir, n_epochs=1)
-    inputs = RecipeInputs(inputs.start, Resolved(**{**inputs.hyperparameters.__dict__, "batch_size": 1}), 7, "cpu",
-                          "auto", None)
+    inputs = replace(inputs, hyperparameters=replace(inputs.hyperparameters, batch_size=1))
     one = train(inputs, examples=COLOR_EXAMPLES[:5])
     two = train(inputs, TWO_CPUS, examples=COLOR_EXAMPLES[:5])
     assert len(two.history) == 5
