@@ -1,9 +1,8 @@
 """Rows of evals, their runs and the runs' output items, and the queue operations on runs: a
-worker claims a queued run with a lease (FOR UPDATE SKIP LOCKED on PostgreSQL, a compare-and-set
-on SQLite, as jobs are claimed), extends it while it works, and records each batch of graded
-items in one transaction that first checks, in a conditional UPDATE, that it still holds the run
-and that the run still runs (a cancel, a delete or another worker's take-over in between, and the
-batch is not written)."""
+worker claims a queued run with a lease (storage/leases.py, as jobs are claimed), extends it
+while it works, and records each batch of graded items in one transaction that first checks, in a
+conditional UPDATE, that it still holds the run and that the run still runs (a cancel, a delete
+or another worker's take-over in between, and the batch is not written)."""
 
 from __future__ import annotations
 
@@ -13,10 +12,10 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 
 from tunery.storage.db import Database
+from tunery.storage.leases import claim_oldest
 from tunery.storage.tables import Eval, EvalOutputItem, EvalRun
 
 ACTIVE_RUN_STATUSES = ("queued", "in_progress")
-CLAIM_RACES = 20  # SQLite: claims lost to another worker before giving up until the next poll
 
 
 def _page(query, column, anchor_value, order: str):
@@ -101,29 +100,8 @@ class EvalsRepo:
         lease = EvalRun.lease_expires_at
         query = (select(EvalRun).where(EvalRun.status.in_(ACTIVE_RUN_STATUSES), lease.is_(None) | (lease < time.time()))
                  .order_by(EvalRun.sort_key).limit(1))
-        for _ in range(CLAIM_RACES):
-            with self.db.session() as s:
-                if self.db.is_postgresql:
-                    row = s.scalar(query.with_for_update(skip_locked=True))
-                    if row is None:
-                        return None
-                    previous = row.worker_id
-                    row.status, row.worker_id, row.lease_expires_at = "in_progress", worker_id, time.time() + lease_seconds
-                    return row, previous
-                candidate = s.scalar(query)
-                if candidate is None:
-                    return None
-                previous = candidate.worker_id
-                unchanged = lease.is_(None) if candidate.lease_expires_at is None else lease == candidate.lease_expires_at
-                taken = s.execute(update(EvalRun).where(EvalRun.id == candidate.id, EvalRun.status == candidate.status,
-                                                        unchanged)
-                                  .values(status="in_progress", worker_id=worker_id,
-                                          lease_expires_at=time.time() + lease_seconds))
-                if taken.rowcount == 1:
-                    break
-        else:
-            return None
-        return self.run(None, candidate.id), previous
+        return claim_oldest(self.db, EvalRun, query, lambda row: dict(
+            status="in_progress", worker_id=worker_id, lease_expires_at=time.time() + lease_seconds))
 
     def _held(self, run_id: str, worker_id: str):
         return update(EvalRun).where(EvalRun.id == run_id, EvalRun.worker_id == worker_id,

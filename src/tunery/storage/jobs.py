@@ -11,10 +11,8 @@ from sqlalchemy import exists, func, insert, literal, select, update
 
 from tunery.ids import new_id, now
 from tunery.storage.db import Database
+from tunery.storage.leases import claim_oldest
 from tunery.storage.tables import Job, JobEvent
-
-
-CLAIM_RACES = 20  # SQLite: claims lost to another worker before giving up until the next poll
 
 
 class JobsRepo:
@@ -74,38 +72,14 @@ class JobsRepo:
         lease is empty or ran out), move it to new_status and lease it to worker_id; jobs that
         want skip_device are left to others. Returns the job and the worker that held it before
         when its lease ran out (a take-over, counted in the job's crashes), or None.
-        PostgreSQL: the candidate row is locked, rows other workers hold locked are skipped
-        (SELECT ... FOR UPDATE SKIP LOCKED). SQLite (one writer at a time): compare-and-set."""
+        (storage/leases.py: FOR UPDATE SKIP LOCKED on PostgreSQL, a compare-and-set on SQLite)."""
         lease = Job.lease_expires_at
         query = select(Job).where(Job.status.in_(statuses), lease.is_(None) | (lease < time.time()))
         if skip_device is not None:
             query = query.where(Job.device.is_(None) | (Job.device != skip_device))
-        query = query.order_by(Job.sort_key).limit(1)
-        for _ in range(CLAIM_RACES):
-            with self.db.session() as s:
-                if self.db.is_postgresql:
-                    row = s.scalar(query.with_for_update(skip_locked=True))
-                    if row is None:
-                        return None
-                    previous = row.worker_id
-                    row.status, row.worker_id, row.lease_expires_at = new_status, worker_id, time.time() + lease_seconds
-                    row.crashes += previous is not None
-                    return row, previous
-                candidate = s.scalar(query)
-                if candidate is None:
-                    return None
-                previous = candidate.worker_id  # read now: the update below refreshes the object
-                # Taken only if nobody changed it since we looked (another worker's claim would).
-                unchanged = lease.is_(None) if candidate.lease_expires_at is None else lease == candidate.lease_expires_at
-                taken = s.execute(
-                    update(Job).where(Job.id == candidate.id, Job.status == candidate.status, unchanged)
-                    .values(status=new_status, worker_id=worker_id, lease_expires_at=time.time() + lease_seconds,
-                            crashes=Job.crashes + int(previous is not None)))
-                if taken.rowcount == 1:
-                    break
-        else:
-            return None  # every look lost its race: the caller polls again
-        return self.get(None, candidate.id), previous
+        return claim_oldest(self.db, Job, query.order_by(Job.sort_key).limit(1), lambda row: dict(
+            status=new_status, worker_id=worker_id, lease_expires_at=time.time() + lease_seconds,
+            crashes=row.crashes + int(row.worker_id is not None)))
 
     def expire_leases(self, worker_ids: list[str]) -> int:
         """End the leases of workers known to be gone (their process ended), so their jobs are
