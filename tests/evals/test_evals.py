@@ -11,6 +11,10 @@ import io
 import openai
 import pytest
 
+from openai.types import EvalCreateResponse
+from openai.types.evals import RunCreateResponse
+from openai.types.evals.runs import OutputItemListResponse
+
 from tests.helpers import jsonl, key_for
 from tests.evals.common import ANSWER_SCHEMA, EXACT, wait_for_run
 
@@ -24,6 +28,19 @@ SIMILAR = {"type": "text_similarity", "name": "similar", "input": "{{sample.outp
 
 def content(rows=ROWS) -> dict:
     return {"type": "file_content", "content": [{"item": item, "sample": {"output_text": text}} for item, text in rows]}
+
+
+# What OpenAI sends as null where the SDK's generated types name no None: a run without an error,
+# without a report page, of no model (a jsonl run's), a sample that was not generated.
+RUN_NULLS = {"error": {"code": "", "message": ""}, "report_url": "", "model": ""}
+SAMPLE_NULLS = {"error": {"code": "", "message": ""}, "finish_reason": "", "model": "", "seed": 0,
+                "temperature": 0.0, "top_p": 0.0, "max_completion_tokens": 0}
+
+
+def sdk_shaped(sdk_type, body: dict, nulls: dict | None = None) -> None:
+    """The JSON as sent is the SDK's type, strictly (the nulls above set aside)."""
+    body = body | {k: v for k, v in (nulls or {}).items() if body.get(k) is None}
+    sdk_type.model_validate(body, strict=True)
 
 
 def upload(client, rows: list[dict]):
@@ -67,6 +84,13 @@ def test_evals_and_a_jsonl_run(start_server, database):
     assert run.result_counts.total == 5
     run = wait_for_run(client, evaluation.id, run.id)
     assert run.status == "completed", run.error
+    sdk_shaped(EvalCreateResponse, client.evals.with_raw_response.retrieve(evaluation.id).http_response.json())
+    sdk_shaped(RunCreateResponse, client.evals.runs.with_raw_response.retrieve(
+        run.id, eval_id=evaluation.id).http_response.json(), RUN_NULLS)
+    for body in client.evals.runs.output_items.with_raw_response.list(
+            run.id, eval_id=evaluation.id).http_response.json()["data"]:
+        sdk_shaped(OutputItemListResponse, body | {"sample": body["sample"] | {
+            k: v for k, v in SAMPLE_NULLS.items() if body["sample"].get(k) is None}})
     # exact: Paris, Rome, Madrid pass; Kyoto and lima fail. similar (fuzzy >= 0.7): lima passes too (0.75).
     assert run.result_counts.model_dump() == {"total": 5, "passed": 3, "failed": 2, "errored": 0}
     by_name = {r.testing_criteria: (r.passed, r.failed) for r in run.per_testing_criteria_results}
