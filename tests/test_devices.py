@@ -68,3 +68,13 @@ def test_serve_and_worker_refuse_a_device_setting_in_one_line(command, tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("Error: TUNERY_DEVICE=")
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_refuse_a_worker_devices_setting_in_one_line(command, tmp_path):
+    setting = "cuda:0,cuda:1" if not torch.cuda.is_available() else "tpu:2"
+    env = {"TUNERY_WORKER_DEVICES": setting, "PATH": "/usr/bin:/bin", "TUNERY_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "tunery", command], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert done.stderr.startswith("Error: TUNERY_WORKER_DEVICES")

@@ -236,12 +236,16 @@ def _check_hardware(settings: Settings, always: bool = False) -> None:
     """Refuse, in one line, a device, attention or dtype setting this machine cannot honour. The
     API checks only settings that name something (their "auto" cannot fail), to start without torch."""
     named = (settings.device, settings.attention, settings.inference_dtype) != ("auto", "auto", "auto")
-    if not (always or named):
+    if not (always or named or settings.worker_devices):
         return
-    from tunery.devices import DeviceError, check, describe
+    from tunery.devices import DeviceError, check, describe, worker_devices
 
     try:
         device = check(settings.device, settings.attention, settings.inference_dtype)
     except DeviceError as exc:
         fail(str(exc), 2)
+    try:
+        worker_devices(settings.worker_devices, settings.device)  # serve's worker trains on them
+    except DeviceError as exc:
+        fail(f"TUNERY_WORKER_DEVICES={settings.worker_devices}: {exc}", 2)
     logging.getLogger("tunery").info("computing on %s", describe(device))
