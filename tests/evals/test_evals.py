@@ -7,6 +7,10 @@ are refused with the item and the field named."""
 from __future__ import annotations
 
 import io
+import json
+import time
+
+import httpx
 
 import openai
 import pytest
@@ -214,3 +218,74 @@ def test_a_run_refuses_what_it_cannot_run(client):
     with pytest.raises(openai.BadRequestError) as refused:
         client.evals.list(after="eval_nothere")
     assert refused.value.body["param"] == "after"
+
+
+def post_raw(client, path: str, body: dict) -> httpx.Response:
+    """body sent as Python's json.dumps writes it (NaN, Infinity: the SDK of this version refuses to)."""
+    return httpx.post(f"{str(client.base_url).rstrip('/')}{path}", content=json.dumps(body), timeout=30,
+                      headers={"Authorization": f"Bearer {client.api_key}", "Content-Type": "application/json"})
+
+
+def test_nan_and_infinity_are_refused_naming_the_field_and_nothing_is_stored(client):
+    config = {"type": "custom", "item_schema": ANSWER_SCHEMA}
+    before = [e.id for e in client.evals.list(limit=100).data]
+    for value in (float("nan"), float("inf")):
+        for body, param in [
+            ({"data_source_config": config, "testing_criteria": [SIMILAR | {"pass_threshold": value}]},
+             "testing_criteria.0.pass_threshold"),
+            ({"data_source_config": {"type": "custom", "item_schema": ANSWER_SCHEMA | {
+                "properties": {"answer": {"type": "number", "maximum": value}}}}, "testing_criteria": [EXACT]},
+             "data_source_config.item_schema.properties.answer.maximum")]:
+            refused = post_raw(client, "/evals", body)
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    assert [e.id for e in client.evals.list(limit=100).data] == before
+    evaluation = client.evals.create(data_source_config={"type": "custom", "item_schema": {"type": "object"}},
+                                     testing_criteria=[EXACT])
+    for row, param in [({"item": {"answer": float("nan")}}, "data_source.source.content.0.item.answer"),
+                       ({"item": {}, "sample": {"score": float("-inf")}}, "data_source.source.content.0.sample.score")]:
+        refused = post_raw(client, f"/evals/{evaluation.id}/runs", {"data_source": {"type": "jsonl", "source": {
+            "type": "file_content", "content": [row]}}})
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == param, refused.text
+    assert client.evals.runs.list(evaluation.id).data == []
+    assert [e.id for e in client.evals.list(limit=100).data] == before + [evaluation.id]
+    assert client.evals.retrieve(evaluation.id).id == evaluation.id
+
+
+@pytest.mark.parametrize("item_schema", [
+    {"$ref": "#/definitions/missing"},
+    {"type": "object", "properties": {"answer": {"$ref": "https://example.com/answer.json"}}},
+    {"type": "object", "properties": {"answer": {"$ref": "answer.json"}}},
+])
+def test_an_item_schema_whose_ref_leaves_it_or_names_nothing_is_refused(client, item_schema):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.evals.create(data_source_config={"type": "custom", "item_schema": item_schema}, testing_criteria=[EXACT])
+    assert refused.value.body["param"] == "data_source_config.item_schema", refused.value.body
+    assert "$ref" in refused.value.body["message"]
+
+
+def test_an_item_schema_with_local_refs_checks_items_through_them(client):
+    schema = {"$defs": {"answer": {"type": "string"}}, "type": "object",
+              "properties": {"answer": {"$ref": "#/$defs/answer"}}}
+    evaluation = client.evals.create(data_source_config={"type": "custom", "item_schema": schema},
+                                     testing_criteria=[EXACT])
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.evals.runs.create(evaluation.id, data_source={"type": "jsonl", "source": content([({"answer": 7}, "7")])})
+    assert refused.value.body["param"] == "data_source.source.content.0.item"
+    run = client.evals.runs.create(evaluation.id, data_source={"type": "jsonl", "source": content(ROWS[:1])})
+    assert wait_for_run(client, evaluation.id, run.id).status == "completed"
+
+
+def test_a_pattern_that_backtracks_without_end_is_an_item_error_in_bounded_time(client):
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "pattern": "^(a|a)*$"}}}
+    evaluation = client.evals.create(data_source_config={"type": "custom", "item_schema": schema},
+                                     testing_criteria=[EXACT])
+    started = time.monotonic()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.evals.runs.create(evaluation.id, data_source={"type": "jsonl", "source": content(
+            [({"answer": "a" * 60 + "b"}, "x")])})
+    assert time.monotonic() - started < 10
+    assert refused.value.body["param"] == "data_source.source.content.0.item"
+    assert "took more than" in refused.value.body["message"]
+    run = client.evals.runs.create(evaluation.id, data_source={"type": "jsonl", "source": content(
+        [({"answer": "aaa"}, "aaa")])})
+    assert wait_for_run(client, evaluation.id, run.id).result_counts.passed == 1

@@ -27,15 +27,16 @@ class _Strict(BaseModel):
 
 # testing criteria ------------------------------------------------------------------------------
 class TextSimilarityCriterion(TextSimilarityGrader):
-    pass_threshold: float = Field(description="An item passes when its score is at least this.")
+    pass_threshold: float = Field(allow_inf_nan=False, description="An item passes when its score is at least this.")
 
 
 class PythonCriterion(PythonGrader):
-    pass_threshold: float | None = Field(default=None, description="At least this passes; 0.5 when not given.")
+    pass_threshold: float | None = Field(default=None, allow_inf_nan=False,
+                                         description="At least this passes; 0.5 when not given.")
 
 
 class ScoreModelCriterion(ScoreModelGrader):
-    pass_threshold: float | None = Field(default=None, description=(
+    pass_threshold: float | None = Field(default=None, allow_inf_nan=False, description=(
         "At least this passes; the middle of the range when not given."))
 
 

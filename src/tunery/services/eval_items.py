@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import best_match
+import regex
+from jsonschema.exceptions import ValidationError, best_match
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from tunery.graders import GraderResult, Sample
 from tunery.graders.templates import PLACEHOLDER, TemplateError, lookup, render
@@ -21,6 +25,8 @@ from tunery.protocol.evals import (ItemReference, LabelModelCriterion, PythonCri
                                    StringCheckCriterion, TemplateMessages, TextSimilarityCriterion)
 from tunery.protocol.graders import InputText, OutputText, JudgeMessage
 
+PATTERN_SECONDS = 0.05  # how long one match of an item_schema's pattern may take (a backtracking pattern's stops)
+NO_REMOTE = Registry()  # an item_schema's $ref resolves within the schema only: nothing is fetched
 DEFAULT_PYTHON_PASS = 0.5  # a python criterion without pass_threshold
 SAMPLE_SCHEMA = {  # the sample namespace a run fills in (include_sample_schema), as OpenAI describes it
     "type": "object",
@@ -52,23 +58,96 @@ def data_source_schema(item_schema: dict[str, Any], include_sample_schema: bool)
 
 
 def schema_error(item_schema: dict[str, Any]) -> str | None:
-    """Why the item_schema is no JSON schema; None when it is one."""
+    """Why the item_schema is no JSON schema (or one whose $ref leaves it or names nothing in it);
+    None when it is one."""
     try:
         jsonschema.validators.validator_for(item_schema).check_schema(item_schema)
     except jsonschema.SchemaError as exc:
         return exc.message
+    dialect = item_schema.get("$schema")
+    resource = specification_with(dialect if isinstance(dialect, str) else "", default=DRAFT202012).create_resource(
+        item_schema)
+    resolver = NO_REMOTE.resolver_with_root(resource)
+    for ref in _refs(item_schema):
+        if not ref.startswith("#"):
+            return f"$ref {ref!r} is not within the schema (a $ref names a part of it, as '#/$defs/<name>')"
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            return f"$ref {ref!r} names nothing in the schema"
     return None
 
 
+def _refs(schema: Any) -> Iterator[str]:
+    """Every $ref (and $dynamicRef) anywhere in the schema."""
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            yield from _refs(value)
+
+
+class PatternTooSlow(Exception):
+    """Matching one of the schema's patterns took longer than PATTERN_SECONDS."""
+
+
+def _search(pattern: str, text: str) -> bool:
+    try:
+        return regex.search(pattern, text, timeout=PATTERN_SECONDS) is not None
+    except TimeoutError:
+        raise PatternTooSlow(f"matching the item_schema's pattern {pattern!r} took more than {PATTERN_SECONDS} s") from None
+    except regex.error as exc:
+        raise PatternTooSlow(f"the item_schema's pattern {pattern!r} is no regular expression ({exc})") from None
+
+
+def _pattern(validator, pattern, instance, schema):
+    if validator.is_type(instance, "string") and not _search(pattern, instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator, patterns, instance, schema):
+    if validator.is_type(instance, "object"):
+        for pattern, subschema in patterns.items():
+            for key, value in instance.items():
+                if _search(pattern, key):
+                    yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+def _additional_properties(validator, additional, instance, schema):
+    if not validator.is_type(instance, "object"):
+        return
+    properties, patterns = schema.get("properties", {}), list(schema.get("patternProperties", {}))
+    extras = [k for k in instance if k not in properties and not any(_search(p, k) for p in patterns)]
+    if validator.is_type(additional, "object"):
+        for extra in extras:
+            yield from validator.descend(instance[extra], additional, path=extra)
+    elif not additional and extras:
+        yield ValidationError(f"Additional properties are not allowed ({', '.join(map(repr, sorted(extras)))} "
+                              f"{'was' if len(extras) == 1 else 'were'} unexpected)")
+
+
 class ItemChecker:
-    """Items checked against an eval's item_schema."""
+    """Items checked against an eval's item_schema: its patterns matched with a time limit (the
+    `regex` module), its $refs resolved within the schema only."""
 
     def __init__(self, item_schema: dict[str, Any]):
-        self.validator = jsonschema.validators.validator_for(item_schema)(item_schema)
+        cls = jsonschema.validators.validator_for(item_schema)
+        bounded = jsonschema.validators.extend(cls, {"pattern": _pattern, "patternProperties": _pattern_properties,
+                                                     "additionalProperties": _additional_properties})
+        self.validator = bounded(item_schema, registry=NO_REMOTE)
 
     def problem(self, item: Any) -> tuple[str, str] | None:
         """(the field's path under the item, e.g. ".answer" or "" for the item itself, what is wrong), or None."""
-        error = best_match(self.validator.iter_errors(item))
+        try:
+            error = best_match(self.validator.iter_errors(item))
+        except PatternTooSlow as exc:
+            return "", str(exc)
+        except Unresolvable as exc:
+            return "", f"the item_schema's $ref cannot be resolved ({exc})"
         if error is None:
             return None
         return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path), error.message

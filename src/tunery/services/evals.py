@@ -20,8 +20,8 @@ from tunery.protocol.evals import (CompletionsDataSource, CreateEvalRequest, Cre
                                    ItemReference, OutputItem, PerModelUsage, PerTestingCriteriaResult, ResultCounts,
                                    TestingCriterion, UpdateEvalRequest)
 from tunery.services import eval_items
+from tunery.services.common import check_finite, check_metadata
 from tunery.services.files import FilesService
-from tunery.services.fine_tuning import _check_metadata
 from tunery.services.graders import GradersService
 from tunery.services.models import ModelsService
 from tunery.storage.evals import EvalsRepo
@@ -71,6 +71,7 @@ class EvalsService:
 
     # evals -----------------------------------------------------------------------------------------
     def create(self, org_id: str, request: CreateEvalRequest) -> Eval:
+        check_finite(request.model_dump(exclude_none=True), "")
         config = request.data_source_config
         if (problem := eval_items.schema_error(config.item_schema)) is not None:
             raise InvalidRequest(f"item_schema is not a JSON schema: {problem}", param="data_source_config.item_schema")
@@ -81,7 +82,7 @@ class EvalsService:
                 raise InvalidRequest(f"Two testing criteria are named {criterion.name!r}: each needs a name of its own.",
                                      param=f"testing_criteria.{index}.name")
             names.add(criterion.name)
-        _check_metadata(request.metadata)
+        check_metadata(request.metadata)
         row = EvalRow(id=new_id("eval"), organization_id=org_id, name=request.name or "Eval", metadata_=request.metadata,
                       data_source_config=config.model_dump(),
                       testing_criteria=[c.model_dump(exclude_none=True) for c in request.testing_criteria],
@@ -101,7 +102,8 @@ class EvalsService:
 
     def update(self, org_id: str, eval_id: str, request: UpdateEvalRequest) -> Eval:
         self._eval(org_id, eval_id)
-        _check_metadata(request.metadata)
+        check_metadata(request.metadata)
+        check_finite(request.model_dump(exclude_none=True), "")
         fields = request.model_dump(exclude_unset=True)
         if "metadata" in fields:
             fields["metadata_"] = fields.pop("metadata")
@@ -124,6 +126,7 @@ class EvalsService:
     # runs ------------------------------------------------------------------------------------------
     def create_run(self, org_id: str, eval_id: str, request: CreateRunRequest) -> EvalRun:
         row = self._eval(org_id, eval_id)
+        check_finite(request.model_dump(exclude_none=True), "")
         source = request.data_source
         model = None
         if isinstance(source, CompletionsDataSource):
@@ -134,7 +137,7 @@ class EvalsService:
                 raise InvalidRequest(exc.message, param="data_source.model", code=exc.code) from None
             self._check_input_messages(source)
         count = self._check_items(org_id, row.data_source_config["item_schema"], source.source)
-        _check_metadata(request.metadata)
+        check_metadata(request.metadata)
         if self.repo.count_active_runs(org_id) >= MAX_ACTIVE_RUNS:
             raise RateLimited(f"This organization already has {MAX_ACTIVE_RUNS} eval runs queued or in progress; wait "
                               "for one to finish.", code="rate_limit_exceeded")

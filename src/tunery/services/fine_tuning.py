@@ -31,6 +31,7 @@ from tunery.protocol.fine_tuning import (
     JobError,
     Method,
 )
+from tunery.services.common import check_metadata
 from tunery.services.models import ModelsService
 from tunery.services.queue import JobQueue
 from tunery.storage.files import FilesRepo
@@ -46,7 +47,6 @@ MAX_SEED = 2_147_483_647
 HYPERPARAMETER_RANGES = {"n_epochs": (1, 50), "batch_size": (1, 256)}
 MAX_BETA = 2.0  # DPO's beta: (0, 2], as OpenAI's API takes it
 LEARNING_RATE_MULTIPLIER_RANGE = (1e-4, 100.0)  # beyond it a run diverges or never moves: surely a mistake
-MAX_METADATA_PAIRS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512  # as OpenAI
 MAX_ACTIVE_JOBS = 20  # per organization: jobs validating, queued or running; more answers 429
 FINISHED = {"succeeded", "failed", "cancelled"}
 MAX_FILE_CHECKS = 2  # at once per server: each reads a file with a tokenizer and may train a few steps
@@ -98,7 +98,7 @@ class JobsService:
                                  "is not.", param="suffix")
         if request.seed is not None and not 0 <= request.seed <= MAX_SEED:
             raise InvalidRequest(f"seed must be between 0 and {MAX_SEED}.", param="seed")
-        _check_metadata(request.metadata)
+        check_metadata(request.metadata)
         if self.repo.count_active(org_id) >= MAX_ACTIVE_JOBS:
             raise RateLimited(f"This organization already has {MAX_ACTIVE_JOBS} jobs validating, queued or running; "
                               "wait for one to finish.", code="rate_limit_exceeded")
@@ -305,14 +305,3 @@ def _classification(request: CreateJobRequest) -> dict[str, Any] | None:
         raise InvalidRequest("classification_betas are positive numbers, for binary classification.",
                              param="classification_betas")
     return {"n_classes": 2 if positive is not None else n_classes, "positive_class": positive, "betas": betas}
-
-
-def _check_metadata(metadata: dict[str, str] | None) -> None:
-    if metadata is None:
-        return
-    if len(metadata) > MAX_METADATA_PAIRS:
-        raise InvalidRequest(f"metadata holds at most {MAX_METADATA_PAIRS} pairs.", param="metadata")
-    for key, value in metadata.items():
-        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
-            raise InvalidRequest(f"metadata keys are at most {MAX_METADATA_KEY} characters and values at most "
-                                 f"{MAX_METADATA_VALUE}; {key[:70]!r} is not.", param="metadata")
