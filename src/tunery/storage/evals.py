@@ -53,9 +53,13 @@ class EvalsRepo:
             s.execute(update(Eval).where(Eval.id == eval_id).values(updated_at=time.time(), **fields))
 
     def delete(self, eval_id: str) -> None:
-        """The eval, its runs and their output items (a run in progress stops at its next batch)."""
+        """The eval, its runs and their output items (a run in progress stops at its next batch).
+        The runs' rows are locked first (PostgreSQL; SQLite has one writer at a time): a batch
+        being recorded commits before its items are deleted, and one that comes after finds its
+        run gone and records nothing (no output item left pointing at a deleted run)."""
         with self.db.session() as s:
             runs = select(EvalRun.id).where(EvalRun.eval_id == eval_id)
+            s.execute(runs.with_for_update()).all()
             s.execute(delete(EvalOutputItem).where(EvalOutputItem.run_id.in_(runs)))
             s.execute(delete(EvalRun).where(EvalRun.eval_id == eval_id))
             s.execute(delete(Eval).where(Eval.id == eval_id))
@@ -88,7 +92,9 @@ class EvalsRepo:
                              .values(status="canceled", worker_id=None, lease_expires_at=None)).rowcount == 1
 
     def delete_run(self, run_id: str) -> None:
+        """The run and its output items, its row locked first (as delete does its eval's runs)."""
         with self.db.session() as s:
+            s.execute(select(EvalRun.id).where(EvalRun.id == run_id).with_for_update()).all()
             s.execute(delete(EvalOutputItem).where(EvalOutputItem.run_id == run_id))
             s.execute(delete(EvalRun).where(EvalRun.id == run_id))
 
