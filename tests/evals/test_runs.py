@@ -83,14 +83,21 @@ def test_a_canceled_run_stops_after_the_batch_it_was_in(client):
         time.sleep(0.05)
     canceled = client.evals.runs.cancel(run.id, eval_id=evaluation.id)
     assert canceled.status == "canceled"
+    at_cancel = len(list(client.evals.runs.output_items.list(run.id, eval_id=evaluation.id, limit=100)))
     time.sleep(3)  # longer than a batch takes: a batch under way would have been recorded by now
     done = len(list(client.evals.runs.output_items.list(run.id, eval_id=evaluation.id, limit=100)))
     run = client.evals.runs.retrieve(run.id, eval_id=evaluation.id)
     counts = run.result_counts
-    assert run.status == "canceled" and 0 < done < total
+    assert run.status == "canceled" and 0 < done < total and done == at_cancel
     assert counts.total == total and counts.passed + counts.failed + counts.errored == done
     with pytest.raises(openai.ConflictError):
         client.evals.runs.cancel(run.id, eval_id=evaluation.id)
+    # The canceled batch's generation was stopped: the engine goes on serving the next run.
+    again = client.evals.runs.create(evaluation.id, data_source={
+        "type": "completions", "model": TINY_MODEL, "sampling_params": {"max_completion_tokens": 4},
+        "input_messages": {"type": "template", "template": [{"role": "user", "content": "{{item.colour}}"}]},
+        "source": {"type": "file_content", "content": [{"item": {"colour": "blue"}}]}})
+    assert wait_for_run(client, evaluation.id, again.id, timeout=60).status == "completed"
 
 
 def test_an_item_whose_messages_are_none_is_errored_and_the_others_run(client):

@@ -99,8 +99,13 @@ class Stream:
         with self._lock:
             if self._loop is None:
                 self._sync.put(event)
-            else:
-                self._loop.call_soon_threadsafe(self._async.put_nowait, event)
+            elif not self._loop.is_closed():
+                try:
+                    self._loop.call_soon_threadsafe(self._async.put_nowait, event)
+                except RuntimeError:  # closed since: nobody reads this stream any more
+                    self.cancelled = True
+            else:  # its reader's loop is gone: nobody reads it any more, generation stops
+                self.cancelled = True
 
     def close(self) -> None:
         self.cancelled = True

@@ -98,14 +98,17 @@ class Execution:
             self.container.chat  # the engine, made once here (not by concurrent judges)
         grading = self.container.graders.grading(self.run.organization_id)
         checker = eval_items.ItemChecker(self.run.item_schema)
-        for start in range(self.run.items_done, len(rows), BATCH_ITEMS):
-            batch = list(enumerate(rows[start:start + BATCH_ITEMS], start))
-            outcomes = asyncio.run(self._watched(self._batch(batch, checker, grading)))
-            if outcomes is None or not self.queue.record(self.run, self.worker_id, outcomes):
-                break
-        else:
-            self.queue.completed(self.run, self.worker_id)
-            return
+        # One event loop for the whole run: a cancelled batch's streams, and the chat requests
+        # still being submitted from threads, are closed on a loop that is still open.
+        with asyncio.Runner() as runner:
+            for start in range(self.run.items_done, len(rows), BATCH_ITEMS):
+                batch = list(enumerate(rows[start:start + BATCH_ITEMS], start))
+                outcomes = runner.run(self._watched(self._batch(batch, checker, grading)))
+                if outcomes is None or not self.queue.record(self.run, self.worker_id, outcomes):
+                    break
+            else:
+                self.queue.completed(self.run, self.worker_id)
+                return
         if self.stopping.is_set() and not self.lost.is_set():
             self.queue.hand_back(self.run, self.worker_id)
 
@@ -183,7 +186,7 @@ class Execution:
                                             top_p=params.top_p, seed=params.seed, tools=params.tools,
                                             max_completion_tokens=params.max_completion_tokens)
             chat = self.container.chat
-            run = await asyncio.to_thread(chat.start_chat, self.run.organization_id, request)
+            run = await _started(chat.start_chat, self.run.organization_id, request)
             completion = await chat.chat(run)
         except TemplateError as exc:
             outcome.sample.error = EvalError(code="invalid_item", message=f"Item {outcome.index}: {exc}")
@@ -196,6 +199,11 @@ class Execution:
         except TuneryError as exc:  # a prompt past the model's context, the server stopping
             outcome.sample.error = EvalError(code=exc.code or "generation_failed", message=exc.message)
             return None
+        except Exception as exc:  # the chat template or tokenizer failing on this item: it errs, the run goes on
+            log.warning("eval run %s, item %s: %s", self.run.id, outcome.index, traceback.format_exc())
+            outcome.sample.error = EvalError(code="generation_failed",
+                                             message=f"Item {outcome.index}: {type(exc).__name__}: {exc}")
+            return None
         choice, usage = completion.choices[0], completion.usage
         text = choice.message.content or ""
         outcome.sample.output = [SampleMessage(role="assistant", content=text)]
@@ -205,6 +213,31 @@ class Execution:
         _count(outcome.usage, source.model, usage.prompt_tokens, usage.completion_tokens)
         calls = [c.model_dump() for c in choice.message.tool_calls or []]
         return Sample.from_text(text, calls, choice.finish_reason)
+
+
+async def _started(start_chat, *args):
+    """The chat run that start_chat (run in a thread) submits. When the caller is cancelled while
+    the thread is still at it, the thread still submits it: its stream is closed once it is there
+    (by whichever comes second, the thread or the cancel), so that its generation stops rather
+    than run for nobody."""
+    lock, held = threading.Lock(), {"abandoned": False, "run": None}
+
+    def start():
+        run = start_chat(*args)
+        with lock:
+            held["run"] = run
+            if held["abandoned"]:
+                run.stream.close()
+        return run
+
+    try:
+        return await asyncio.to_thread(start)
+    except asyncio.CancelledError:
+        with lock:
+            held["abandoned"] = True
+            if held["run"] is not None:
+                held["run"].stream.close()
+        raise
 
 
 def _count(usage: dict[str, dict[str, int]], model: str, prompt_tokens: int, completion_tokens: int) -> None:
