@@ -163,6 +163,12 @@ def start_module_server(tmp_path_factory) -> Iterator:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def smol_server(start_module_server, smollm2_dir):
+    """A server whose base model is the embedded SmolLM2-135M-Instruct (to answer, and to judge)."""
+    return start_module_server(base_models=(smollm2_dir,))
+
+
 @pytest.fixture(scope="session")
 def _shared_tiny_server(tmp_path_factory, tiny_model_dir) -> Iterator[Server]:
     start, servers = server_factory(tmp_path_factory.mktemp("server"))

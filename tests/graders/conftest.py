@@ -1,6 +1,6 @@
 """Fixtures of the graders' tests: a server with python graders on under tight limits (and a
-secret in its environment that no grader may see), a server with the embedded SmolLM2 to judge,
-and grade(): one graders.run through the official client."""
+secret in its environment that no grader may see) and grade(): one graders.run through the
+official client. The server with the embedded SmolLM2 to judge (smol_server) is tests/conftest.py's."""
 
 from __future__ import annotations
 
@@ -16,11 +16,6 @@ def python_server(start_module_server):
     return start_module_server(env={"TUNERY_PYTHON_GRADERS": "on", "TUNERY_PYTHON_GRADER_MEMORY_MB": "512",
                                     "TUNERY_PYTHON_GRADER_TIMEOUT_SECONDS": "3",
                                     "OPENAI_API_KEY": "sk-secret-of-the-server"})
-
-
-@pytest.fixture(scope="module")
-def smol_server(start_module_server, smollm2_dir):
-    return start_module_server(base_models=(smollm2_dir,))
 
 
 @pytest.fixture
