@@ -88,6 +88,15 @@ class Execution:
                 log.warning("eval run %s: heartbeat failed: %s", self.run.id, exc)
 
     def _execute(self) -> None:
+        limit = self.container.settings.job_max_attempts
+        if self.run.taken_over_from is not None and self.run.crashes >= limit:
+            raise RunFailed("worker_crashed", f"The run's worker stopped {self.run.crashes} times (the last, on "
+                            f"{self.run.taken_over_from.rpartition(':')[0] or self.run.taken_over_from}, after "
+                            f"{self.run.items_done} items); the run is not tried again (TUNERY_JOB_MAX_ATTEMPTS "
+                            f"is {limit}).")
+        if self.run.taken_over_from is not None:
+            log.warning("eval run %s: its worker %s stopped; going on after %d items (attempt %d of %d)", self.run.id,
+                        self.run.taken_over_from, self.run.items_done, self.run.crashes + 1, limit)
         rows = self._rows()
         if isinstance(self.source, CompletionsDataSource):
             try:

@@ -32,6 +32,7 @@ class ClaimedRun:
     per_criteria: dict[str, dict[str, int]]
     per_model_usage: dict[str, dict[str, int]]
     taken_over_from: str | None = None
+    crashes: int = 0  # workers lost while holding it, this take-over included
 
 
 @dataclass
@@ -63,7 +64,8 @@ class RunQueue:
                           data_source=row.data_source, item_schema=evaluation.data_source_config["item_schema"],
                           criteria=CRITERIA.validate_python(evaluation.testing_criteria), items_done=row.items_done,
                           result_counts=dict(row.result_counts), per_criteria=copy.deepcopy(row.per_criteria),
-                          per_model_usage=copy.deepcopy(row.per_model_usage), taken_over_from=previous)
+                          per_model_usage=copy.deepcopy(row.per_model_usage), taken_over_from=previous,
+                          crashes=row.crashes)
 
     def heartbeat(self, run: ClaimedRun, worker_id: str) -> bool:
         """Extend the lease; False once the run is no longer this worker's to run."""

@@ -102,12 +102,13 @@ class EvalsRepo:
     def claim_run(self, worker_id: str, lease_seconds: float) -> tuple[EvalRun, str | None] | None:
         """Atomically take the oldest queued run, or one in progress whose worker's lease ran
         out, and lease it to worker_id (status in_progress). Returns it and the worker that held
-        it before (a take-over), or None."""
+        it before (a take-over, counted in the run's crashes), or None."""
         lease = EvalRun.lease_expires_at
         query = (select(EvalRun).where(EvalRun.status.in_(ACTIVE_RUN_STATUSES), lease.is_(None) | (lease < time.time()))
                  .order_by(EvalRun.sort_key).limit(1))
         return claim_oldest(self.db, EvalRun, query, lambda row: dict(
-            status="in_progress", worker_id=worker_id, lease_expires_at=time.time() + lease_seconds))
+            status="in_progress", worker_id=worker_id, lease_expires_at=time.time() + lease_seconds,
+            crashes=row.crashes + int(row.worker_id is not None)))
 
     def _held(self, run_id: str, worker_id: str):
         return update(EvalRun).where(EvalRun.id == run_id, EvalRun.worker_id == worker_id,

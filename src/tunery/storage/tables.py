@@ -159,6 +159,7 @@ class EvalRun(Base):
     sort_key: Mapped[float] = mapped_column(Float, index=True, default=time.time)
     worker_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[float | None] = mapped_column(nullable=True)
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # workers lost while holding it
 
 
 class EvalOutputItem(Base):
