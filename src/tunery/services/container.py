@@ -69,7 +69,8 @@ class Container:
     @cached_property
     def graders(self) -> GradersService:
         python = PythonSandbox(self.settings.python_grader_timeout_seconds,
-                               self.settings.python_grader_memory_mb << 20) if self.settings.python_graders else None
+                               self.settings.python_grader_memory_mb << 20,
+                               hidden=(str(self.settings.data_dir),)) if self.settings.python_graders else None
         return GradersService(self.models, lambda: self.chat, python)
 
     @cached_property
