@@ -74,7 +74,7 @@ def test_a_grader_that_allocates_10_gb_fails_with_memory_error_and_the_server_go
     errors = result.metadata.errors
     assert result.reward == 0.0 and errors.python_grader_runtime_error
     assert "MemoryError" in errors.python_grader_runtime_error_details and "512 MB" in errors.python_grader_runtime_error_details
-    growing = grade(python("def grade(sample, item):\n    hoard = []\n    while True:\n        hoard.append(b'x' * 10 ** 6)\n"),
+    growing = grade(python("def grade(sample, item):\n    hoard = []\n    while True:\n        hoard.append(bytearray(10 ** 8))\n"),
                     "x", on=on)
     assert growing.metadata.errors.python_grader_runtime_error
     assert grade(EXACT, "Paris", {"answer": "Paris"}, on=on).reward == 1.0
