@@ -257,6 +257,9 @@ def test_the_jobs_list_pages_through_many_jobs_and_filters_them_by_status(page, 
     page.get_by_label("Status").select_option("cancelled")
     page.wait_for_url("**/#/jobs?status=cancelled")
     page.locator(f"tr[data-job='{jobs[20].id}']").wait_for()  # the 23 cancelled ones, newest first
+    # the table is redrawn from the filtered page: wait until the unfiltered rows are gone
+    page.wait_for_function("() => [...document.querySelectorAll('table.jobs tbody tr')]"
+                           ".every(row => row.innerText.includes('cancelled'))")
     assert page.locator(f"tr[data-job='{jobs[-1].id}']").count() == 0
     assert all("cancelled" in text for text in rows.all_inner_texts())
     for job in jobs[23:]:
