@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 
 from tunery.inference.types import Delta, Stream
 
@@ -20,7 +21,11 @@ def test_events_for_a_reader_whose_loop_closed_are_dropped_and_stop_generation()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
 
-    asyncio.run(read_then_give_up())
+    # its own thread: the console tests' Playwright (sync API) keeps an event loop running in this
+    # thread for the rest of the session, and asyncio.run refuses to start beside a running loop
+    reader = threading.Thread(target=asyncio.run, args=(read_then_give_up(),))
+    reader.start()
+    reader.join()
     stream.put(Delta(0, "late"))
     stream.put(None)
     assert stream.cancelled
