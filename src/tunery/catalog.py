@@ -119,7 +119,8 @@ class Catalog:
         """A folder already holding the model: a local one, or a cached hub snapshot (the one
         first found whole, for as long as it stays: a model's base does not change under a
         running server when a newer snapshot arrives)."""
-        folder = self.blobs.base_model_dir(name) if "/" not in name else None
+        # a name no folder can have (over the file system's 255 bytes) is no placed model: not an OSError
+        folder = self.blobs.base_model_dir(name) if "/" not in name and len(name.encode()) <= 255 else None
         if folder is not None and (folder / "config.json").exists():
             return folder
         if not hub.is_hub_id(name):

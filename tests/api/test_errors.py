@@ -113,3 +113,11 @@ def test_a_body_that_is_no_json_names_no_param(client):
         client.post("/fine_tuning/jobs", cast_to=httpx.Response, content=b'{"model": "x", ',
                     options={"headers": {"Content-Type": "application/json"}})
     assert caught.value.body["param"] is None and "JSON" in caught.value.body["message"]
+
+
+def test_a_model_name_too_long_for_any_folder_is_not_found(client):
+    # found by the fuzzer: the name was looked up as a base-model folder and the OSError was a 500
+    name = "x" * 3000
+    for call in (client.models.retrieve, client.models.delete):
+        with pytest.raises(openai.NotFoundError):
+            call(name)

@@ -5,6 +5,7 @@ cancelled while it was being submitted (in a thread) has its stream closed."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import threading
 from types import SimpleNamespace
 
@@ -30,7 +31,9 @@ def test_a_chat_template_error_errs_the_item_only():
         raise jinja2.TemplateError("Conversation roles must alternate user/assistant/user/assistant/...")
 
     outcome = ItemOutcome(3, {"input": "hi"}, "error", OutputSample())
-    assert asyncio.run(_execution(start_chat)._answer(outcome)) is None
+    # asyncio.run in a thread of its own: Playwright's sync API keeps a loop running in this one after the console tests
+    with ThreadPoolExecutor(1) as thread:
+        assert thread.submit(asyncio.run, _execution(start_chat)._answer(outcome)).result() is None
     assert outcome.sample.error.code == "generation_failed"
     assert "Item 3" in outcome.sample.error.message and "roles must alternate" in outcome.sample.error.message
 
@@ -52,5 +55,6 @@ def test_a_request_submitted_after_its_caller_was_cancelled_is_closed():
         await asyncio.sleep(0)
         release.set()
 
-    asyncio.run(cancel_while_submitting())  # the loop closes with its default executor: the thread has returned
+    with ThreadPoolExecutor(1) as thread:  # a thread of its own, as above
+        thread.submit(asyncio.run, cancel_while_submitting()).result()  # the loop closes with its default executor: the thread has returned
     assert stream.cancelled
