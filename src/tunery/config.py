@@ -6,7 +6,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_ORGANIZATION = "default"
@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     # A job over several processes, one per device, data parallel (training/distributed.py): "cpu:2" (two CPU
     # processes), "cuda:0,cuda:1"; unset: one process on TUNERY_DEVICE's device (devices.worker_devices).
     worker_devices: str | None = None
+    # A job over several machines (training/distributed.py): each runs a worker with the same TUNERY_WORKER_DEVICES,
+    # the first (node rank 0) claims jobs and the others join its runs at the rendezvous, "host:port" of the first.
+    nodes: int = 1
+    node_rank: int = 0
+    rendezvous: str | None = None
     inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     cpu_backend: str = "auto"  # CPU serving: "auto" (llama.cpp when installed and the model converts to GGUF), "llamacpp", "torch"
     gguf_type: str = "auto"  # llama.cpp's weights: "auto" (q8_0), "q8_0", "q4_0", "q4_1", "f16"
@@ -79,6 +84,27 @@ class Settings(BaseSettings):
         if devices is not None and devices.strip() and not WORKER_DEVICES_PATTERN.fullmatch(devices.strip().lower()):
             raise ValueError(f"{devices!r}: use cpu:N (N processes on the CPU) or GPUs such as cuda:0,cuda:1")
         return devices if devices and devices.strip() else None
+
+    @field_validator("rendezvous")
+    @classmethod
+    def _rendezvous_written(cls, address: str | None) -> str | None:
+        if address is not None and address.strip():
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r}: use host:port, the first machine's address and a free port")
+            return address.strip()
+        return None
+
+    @model_validator(mode="after")
+    def _nodes_meet(self) -> "Settings":
+        if self.nodes < 1:
+            raise ValueError(f"TUNERY_NODES={self.nodes}: at least 1 (the machines one job trains on)")
+        if not 0 <= self.node_rank < self.nodes:
+            raise ValueError(f"TUNERY_NODE_RANK={self.node_rank}: 0 to {self.nodes - 1} with TUNERY_NODES={self.nodes}")
+        if self.nodes > 1 and self.rendezvous is None:
+            raise ValueError(f"TUNERY_NODES={self.nodes} needs TUNERY_RENDEZVOUS=host:port, where the machines' "
+                             "training processes meet (the first machine's address and a free port)")
+        return self
 
     @field_validator("model_aliases")
     @classmethod

@@ -2,7 +2,8 @@
 model): created through the official SDK, a job trains on two processes and its model answers
 through chat; paused, every process stops at the same step and the job resumes to success; a
 training process killed mid-run lets the job go as a crashed worker does, and it goes on from
-its checkpoint."""
+its checkpoint. Two workers of this process as two machines (TUNERY_NODES=2, a local rendezvous)
+train a job as one process would, and a machine with other devices than the first is refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from tests.helpers import COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, jsonl, upload, wait_until_finished
+from tests.helpers import (COLOR_EXAMPLES, TINY_MODEL, assert_answers_colours, free_port, jsonl, upload,
+                           wait_until_finished)
 from tunery.config import Settings
 from tunery.devices import DeviceError, worker_devices
 from tunery.failpoints import ENVIRONMENT
@@ -74,8 +76,8 @@ def two_processes(tiny_model_dir):
     thread.join()
 
 
-def create(container, org, training_file, **hyperparameters):
-    return container.jobs.create(org.id, CreateJobRequest(model=TINY_MODEL, training_file=training_file.id,
+def create(container, org, training_file, seed: int | None = None, **hyperparameters):
+    return container.jobs.create(org.id, CreateJobRequest(model=TINY_MODEL, training_file=training_file.id, seed=seed,
                                                           hyperparameters=hyperparameters))
 
 
@@ -127,3 +129,87 @@ def test_a_training_process_that_dies_lets_the_job_go_on_from_its_checkpoint(two
     assert any("continuing from the checkpoint at step 3 (attempt 2 of 3)" in m for m in messages), messages
     steps = [e.data["step"] for e in events(container, org, job) if e.type == "metrics"]
     assert set(steps) == set(range(1, 10)) and steps.count(4) == 2  # step 4 trained again after the checkpoint
+
+
+@pytest.fixture
+def two_machines(tiny_model_dir):
+    """start(node_devices): workers in this process as machines of one deployment (SQLite, one
+    data directory, TUNERY_NODES=2 meeting at a local rendezvous port): the first (node rank 0)
+    claims jobs, the second joins its runs. Yields start, the container and its organization and
+    colours file; the workers stop after the test."""
+    rendezvous = f"127.0.0.1:{free_port()}"
+    common = {"warm_up": False, "worker_poll_seconds": 0.05, "job_lease_seconds": 2.0, "worker_heartbeat_seconds": 0.3}
+    first = Settings(**common)
+    shutil.copytree(tiny_model_dir, first.data_dir / "base_models" / TINY_MODEL)
+    container = Container(first)
+    org = container.organizations.repo.ensure("default")
+    colours = container.files.create(org.id, "colours.jsonl", "fine-tune", [jsonl(COLOR_EXAMPLES)])
+    running: list[tuple[Worker, threading.Thread]] = []
+
+    def start(*devices: str | None) -> None:
+        """A worker per machine, with these TUNERY_WORKER_DEVICES (one machine: no rendezvous)."""
+        nodes = {} if len(devices) == 1 else {"nodes": len(devices), "rendezvous": rendezvous}
+        for rank, setting in enumerate(devices):
+            worker = Worker(Container(Settings(**common, **nodes, node_rank=rank, worker_devices=setting)))
+            thread = threading.Thread(target=worker.run_forever)
+            thread.start()
+            running.append((worker, thread))
+
+    def stop() -> None:
+        for worker, thread in running:
+            worker.stop()
+            thread.join()
+        running.clear()
+
+    yield start, stop, container, org, colours
+    stop()
+
+
+def test_two_machines_meet_at_the_rendezvous_and_train_a_job_as_one_process_would(two_machines):
+    start, stop, container, org, colours = two_machines
+    start(None)  # the reference: one machine, one process
+    alone = create(container, org, colours, seed=3, n_epochs=2, batch_size=4)
+    wait_for(lambda: container.jobs.retrieve(org.id, alone.id).status in ("succeeded", "failed"), "the job did not finish")
+    stop()
+    start("cpu:1", "cpu:1")  # two machines with a CPU process each
+    job = create(container, org, colours, seed=3, n_epochs=2, batch_size=4)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status in ("succeeded", "failed"), "the job did not finish")
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(container, org, job)]
+    assert "Training on 2 processes, data parallel, one per device on each of 2 machines: cpu" in messages
+
+    def losses(of) -> dict[int, float]:
+        return {e.data["step"]: e.data["train_loss"] for e in events(container, org, of) if e.type == "metrics"}
+    assert sorted(losses(job)) == list(range(1, 7))  # every step reported once, by rank 0
+    assert losses(job) == pytest.approx(losses(alone), abs=1e-3)  # the whole batch's update, across machines
+
+
+def test_a_machine_whose_devices_differ_from_the_first_is_refused_with_the_reason(two_machines, monkeypatch):
+    start, _, container, org, colours = two_machines
+    monkeypatch.setattr("tunery.training.distributed.RENDEZVOUS_SECONDS", 60)
+    start("cpu:1", "cpu:2")
+    job = create(container, org, colours, n_epochs=1, batch_size=4)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status in ("succeeded", "failed"), "the job did not finish")
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "failed"
+    messages = " ".join(e.message for e in events(container, org, job))
+    reason = ("machine 1 has 2 training devices (cpu, cpu), the first machine 1 (cpu): TUNERY_WORKER_DEVICES must be "
+              "alike on every machine")
+    assert reason.lower() in (messages + done.error.message).lower()
+
+
+def test_a_training_process_lost_on_another_machine_lets_the_job_go_on_from_its_checkpoint(two_machines, tmp_path,
+                                                                                            monkeypatch):
+    failpoints = tmp_path / "failpoints.json"
+    failpoints.write_text(json.dumps({f"{RANK_STEP}=5": 1}))  # rank 1, the second machine's, SIGKILLed at step 5
+    monkeypatch.setenv(ENVIRONMENT, str(failpoints))
+    start, _, container, org, colours = two_machines
+    start("cpu:1", "cpu:1")
+    job = create(container, org, colours, n_epochs=3, batch_size=4)
+    wait_for(lambda: container.jobs.retrieve(org.id, job.id).status in ("succeeded", "failed"), "the job did not finish")
+    done = container.jobs.retrieve(org.id, job.id)
+    assert done.status == "succeeded", done.error
+    messages = [e.message for e in events(container, org, job)]
+    assert any(m.startswith("A training process on another machine stopped") for m in messages), messages
+    assert any("continuing from the checkpoint at step 3 (attempt 2 of 3)" in m for m in messages), messages

@@ -44,6 +44,9 @@ def serve(
     from tunery.api.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    if settings.node_rank > 0:
+        fail(f"TUNERY_NODE_RANK={settings.node_rank}: `tunery serve` runs on the first machine (0); the others run "
+             "`tunery worker`", 2)
     _check_hardware(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     handler = logging.StreamHandler()  # tunery's own lines (faults with their request ids, serving notes)

@@ -79,6 +79,12 @@ class Worker:
         self.stopping.set()
 
     def run_forever(self) -> None:
+        if self.settings.node_rank > 0:  # another machine's ranks for the first machine's runs; it claims nothing
+            log.info("worker %s (%s) is machine %d of %d: joining the runs of the first at %s", self.worker_id,
+                     self.device, self.settings.node_rank, self.settings.nodes, self.settings.rendezvous)
+            distributed.join_runs([str(d) for d in self.devices], self.settings.nodes, self.settings.node_rank,
+                                  self.settings.rendezvous, self.stopping, log)
+            return
         log.info("worker %s (%s) waiting for jobs", self.worker_id, self.device)
         beating = threading.Thread(target=self._beat_forever, name="heartbeat", daemon=True)
         beating.start()
@@ -284,12 +290,15 @@ class Worker:
     def _recipe(self, job: ClaimedJob, method: TrainingMethod, inputs: RecipeInputs) -> Recipe:
         """The job's recipe, in this process; with several devices, this process's as rank 0 of a
         data-parallel run over them (the other ranks start when it sets up)."""
-        if len(self.devices) == 1:
+        nodes = self.settings.nodes
+        if len(self.devices) == 1 and nodes == 1:
             return method.build(inputs if self.settings.worker_devices is None
                                 else replace(inputs, device=str(self.devices[0])))
         names = [str(d) for d in self.devices]
-        self._event(job, f"Training on {len(names)} processes, data parallel, one per device: {', '.join(names)}")
-        return distributed.build(job.method, inputs, names)
+        where = "" if nodes == 1 else f" on each of {nodes} machines"
+        self._event(job, f"Training on {len(names) * nodes} processes, data parallel, one per device{where}: "
+                         f"{', '.join(names)}")
+        return distributed.build(job.method, inputs, names, nodes, self.settings.rendezvous)
 
     def _checkpoint(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, m: Metrics) -> None:
         def write(folder: Path) -> None:

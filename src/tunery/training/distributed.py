@@ -17,17 +17,24 @@ stopping); it alone validates, writes checkpoints and publishes. A rank that die
 group: the collective rank 0 waits in fails at once (gloo: the peer's connection closes), rank 0
 raises RankLost, and the worker lets the job go as after a crash of its own.
 
-Several machines (later): the other ranks meet rank 0 at Ranks.address, the one thing that changes."""
+Several machines (TUNERY_NODES, TUNERY_NODE_RANK, TUNERY_RENDEZVOUS): every machine runs a worker
+with the same devices; the first machine's claims jobs and its rank 0 opens the TCP store at the
+rendezvous address, where it leaves the run's recipe and examples; the workers of the other
+machines wait there (join_runs), start their own ranks (node k's are k*local to (k+1)*local - 1)
+and every rank joins the one process group. Nothing else changes: the same code runs on one
+machine, and on one machine the tests run it with two workers as two machines. A rank lost on
+another machine shows as a failed collective, and is RankLost too."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
-import socket
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -48,6 +55,9 @@ FINISH_SECONDS = 60  # ranks that trained to the same end exit within this, or a
 BUCKET_BYTES = 32 << 20  # gradients summed across ranks this many bytes at a time
 LOCAL_HOST = "127.0.0.1"
 RANK_STEP = "rank_step"  # failpoint: a rank other than 0 SIGKILLs itself at that step (tests)
+RUN_KEY, RUN_ID_KEY = "run", "run_id"  # at the rendezvous: the run starting (its id), and what its ranks start from
+_RENDEZVOUS: dict[str, Any] = {}  # the rendezvous store of this worker's process: opened once, kept for every run
+JOIN_POLL_SECONDS = 2.0  # how long another machine's worker waits at the rendezvous before looking again
 
 
 class RankLost(RuntimeError):
@@ -57,24 +67,32 @@ class RankLost(RuntimeError):
 
 @dataclass(frozen=True)
 class Ranks:
-    """A run's processes: rank r computes on devices[r]; they meet at address (rank 0's TCP store)."""
+    """A run's processes: rank r computes on devices[r] (on machine r // local); they meet at
+    address (rank 0's TCP store)."""
     devices: tuple[str, ...]
     rank: int = 0
-    address: str = ""  # host:port, known once rank 0 starts the run
+    address: str = ""  # host:port: the rendezvous over machines, or the local port rank 0's store took
+    nodes: int = 1  # machines
+    run: str = ""  # over machines: the run's id, its keys' prefix in the rendezvous store
 
     @property
     def world(self) -> int:
         return len(self.devices)
 
     @property
+    def local(self) -> int:
+        """Ranks per machine."""
+        return self.world // self.nodes
+
+    @property
     def backend(self) -> str:
         return "nccl" if self.devices[0].startswith("cuda") else "gloo"
 
 
-def build(method: str, inputs: RecipeInputs, devices: list[str]) -> Recipe:
-    """Rank 0's recipe, in this process: the other ranks start when it sets up, and end when it
-    cleans up."""
-    ranks = Ranks(tuple(devices))
+def build(method: str, inputs: RecipeInputs, devices: list[str], nodes: int = 1, rendezvous: str | None = None) -> Recipe:
+    """Rank 0's recipe, in this process: the other ranks start when it sets up (this machine's
+    devices[1:], then each other machine's devices), and end when it cleans up."""
+    ranks = Ranks(tuple(devices) * nodes, nodes=nodes, address=rendezvous if nodes > 1 else "")
     return _recipe(method, replace(inputs, device=devices[0]), ranks, launch=(method, inputs))
 
 
@@ -110,30 +128,47 @@ class DataParallel:
                 dist.broadcast(parameter.data, 0)
 
     def _start(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None) -> None:
-        """Start ranks 1.. (spawned), and join them in one process group once each is there."""
+        """Start this machine's ranks 1.. (spawned), leave the run for the other machines' workers
+        at the rendezvous, and join every rank in one process group once each is there."""
         method, inputs = self._launch
-        port = _free_port()
-        self.ranks = replace(self.ranks, address=f"{LOCAL_HOST}:{port}")
-        store = dist.TCPStore(LOCAL_HOST, port, self.ranks.world, is_master=True, wait_for_workers=False,
-                              timeout=COLLECTIVE_TIMEOUT)
+        root = None
+        if self.ranks.nodes > 1:  # the other machines' workers look for a run id at the rendezvous
+            root = _rendezvous(self.ranks.address)
+            self.ranks = replace(self.ranks, run=uuid.uuid4().hex)
+            store = _run_store(root, self.ranks.run)
+            store.set(RUN_KEY, pickle.dumps((method, inputs, examples, valid_examples, self.ranks.devices[:self.ranks.local])))
+            root.set(RUN_ID_KEY, self.ranks.run)
+        else:  # port 0: the store binds a free port itself (no window in which another process takes it)
+            store = dist.TCPStore(LOCAL_HOST, 0, self.ranks.world, is_master=True, wait_for_workers=False,
+                                  timeout=COLLECTIVE_TIMEOUT)
+            self.ranks = replace(self.ranks, address=f"{LOCAL_HOST}:{store.port}")
+        try:
+            self._meet(store, method, inputs, examples, valid_examples)
+        finally:
+            if root is not None:  # every rank is in, or the run failed to start: no machine is to join it now
+                root.delete_key(RUN_ID_KEY)
+
+    def _meet(self, store, method: str, inputs: RecipeInputs, examples: list[dict[str, Any]],
+              valid_examples: list[dict[str, Any]] | None) -> None:
         threads = None
-        if self.ranks.backend == "gloo":  # the CPU's cores shared between the ranks
+        if self.ranks.backend == "gloo":  # the CPU's cores shared between this machine's ranks
             self._threads = torch.get_num_threads()
-            threads = max(1, self._threads // self.ranks.world)
+            threads = max(1, self._threads // self.ranks.local)
             torch.set_num_threads(threads)
-        context = mp.get_context("spawn")
-        for rank in range(1, self.ranks.world):
-            process = context.Process(target=_rank_main, name=f"tunery-rank-{rank}", daemon=True, args=(
-                method, inputs, replace(self.ranks, rank=rank), threads, examples, valid_examples, os.getpid()))
-            process.start()
-            self._processes.append(process)
+        self._processes = _spawn(method, inputs, self.ranks, range(1, self.ranks.local), threads, examples, valid_examples)
         joined = [f"joined/{rank}" for rank in range(1, self.ranks.world)]
         deadline = time.monotonic() + RENDEZVOUS_SECONDS
         while not store.check(joined):
             if lost := self._lost_rank():
                 raise RankLost(lost)
+            for node in range(1, self.ranks.nodes):
+                if store.check([f"refused/{node}"]):
+                    raise RankLost(store.get(f"refused/{node}").decode())
             if time.monotonic() > deadline:
-                raise RankLost(f"the training processes did not start within {RENDEZVOUS_SECONDS} s")
+                raise RankLost(f"the training processes did not start within {RENDEZVOUS_SECONDS} s" + (
+                    "" if self.ranks.nodes == 1 else
+                    f" (those of the other machines join at {self.ranks.address}: each runs `tunery worker` with "
+                    f"TUNERY_NODES={self.ranks.nodes}, its TUNERY_NODE_RANK and this TUNERY_RENDEZVOUS)"))
             time.sleep(0.05)
         _join(self.ranks, store)
 
@@ -200,6 +235,8 @@ class DataParallel:
         except Exception as exc:
             if self.ranks.rank == 0 and (lost := self._lost_rank(wait=2.0)):
                 raise RankLost(lost) from exc
+            if self.ranks.rank == 0 and self.ranks.nodes > 1 and _peer_failure(exc):
+                raise RankLost(f"a training process on another machine stopped ({str(exc).splitlines()[0][:200]})") from exc
             raise
 
     def _lost_rank(self, wait: float = 0.0) -> str | None:
@@ -268,6 +305,63 @@ class ParallelDPORecipe(DataParallel, DPORecipe):
 PARALLEL: dict[type, type] = {SFTRecipe: ParallelSFTRecipe, DPORecipe: ParallelDPORecipe}
 
 
+def _spawn(method: str, inputs: RecipeInputs, ranks: Ranks, numbers: range, threads: int | None,
+           examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None) -> list:
+    """This machine's ranks `numbers`, each in a process of its own (spawned: a clean CUDA state)."""
+    context = mp.get_context("spawn")
+    processes = []
+    for rank in numbers:
+        process = context.Process(target=_rank_main, name=f"tunery-rank-{rank}", daemon=True, args=(
+            method, inputs, replace(ranks, rank=rank), threads, examples, valid_examples, os.getpid()))
+        process.start()
+        processes.append(process)
+    return processes
+
+
+def join_runs(devices: list[str], nodes: int, node: int, rendezvous: str, stopping: threading.Event, log) -> None:
+    """The worker of a machine other than the first (node > 0): wait at the rendezvous for the first
+    machine's rank 0 to start a run, start this machine's ranks in it, wait for them to end; again,
+    until `stopping` is set (the ranks of a run under way are then stopped: rank 0 sees them lost)."""
+    host, _, port = rendezvous.rpartition(":")
+    root, done = None, None
+    while not stopping.is_set():
+        try:
+            if root is None:
+                root = dist.TCPStore(host, int(port), is_master=False, wait_for_workers=False,
+                                     timeout=timedelta(seconds=JOIN_POLL_SECONDS))
+            run_id = root.get(RUN_ID_KEY).decode() if root.check([RUN_ID_KEY]) else done
+        except Exception:  # nobody listens there (the first machine's worker is not up): look again soon
+            root = None
+            stopping.wait(JOIN_POLL_SECONDS / 2)
+            continue
+        if run_id == done:  # no run starting now
+            stopping.wait(JOIN_POLL_SECONDS / 4)
+            continue
+        done = run_id
+        store = _run_store(root, run_id)
+        method, inputs, examples, valid_examples, first = pickle.loads(store.get(RUN_KEY))
+        if len(devices) != len(first):
+            refusal = (f"machine {node} has {len(devices)} training devices ({', '.join(devices)}), the first machine "
+                       f"{len(first)} ({', '.join(first)}): TUNERY_WORKER_DEVICES must be alike on every machine")
+            log.error("%s", refusal)
+            store.set(f"refused/{node}", refusal)
+            continue
+        local = len(first)
+        ranks = Ranks(tuple(first) * node + tuple(devices) + tuple(first) * (nodes - node - 1), nodes=nodes,
+                      address=rendezvous, run=run_id)
+        threads = max(1, torch.get_num_threads() // local) if ranks.backend == "gloo" else None
+        numbers = range(node * local, (node + 1) * local)
+        log.info("joining run %s as ranks %d-%d of %d on %s", run_id, numbers[0], numbers[-1], ranks.world, ", ".join(devices))
+        processes = _spawn(method, inputs, ranks, numbers, threads, examples, valid_examples)
+        while any(p.is_alive() for p in processes):
+            if stopping.is_set():
+                for process in processes:
+                    process.terminate()
+            for process in processes:
+                process.join(0.5)
+        log.info("run %s ended (exit codes %s)", run_id, [p.exitcode for p in processes])
+
+
 def _rank_main(method: str, inputs: RecipeInputs, ranks: Ranks, threads: int | None,
                examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None, parent: int) -> None:
     """A rank other than 0, in its own spawned process: join the run, set up, and train following
@@ -277,7 +371,9 @@ def _rank_main(method: str, inputs: RecipeInputs, ranks: Ranks, threads: int | N
     if threads is not None:
         torch.set_num_threads(threads)
     host, _, port = ranks.address.rpartition(":")
-    store = dist.TCPStore(host, int(port), ranks.world, is_master=False, timeout=COLLECTIVE_TIMEOUT)
+    store = dist.TCPStore(host, int(port), is_master=False, wait_for_workers=False, timeout=COLLECTIVE_TIMEOUT)
+    if ranks.run:
+        store = _run_store(store, ranks.run)
     store.set(f"joined/{ranks.rank}", "1")
     _join(ranks, store)
     recipe = _recipe(method, replace(inputs, device=ranks.devices[ranks.rank]), ranks)
@@ -312,6 +408,28 @@ def _exit_with(parent: int) -> None:
     os._exit(1)
 
 
+def _rendezvous(address: str):
+    """The store at TUNERY_RENDEZVOUS, served by this process (the first machine's worker) from its
+    first run on: a store opened and closed for each run could not always listen on the same port
+    again at once (the last run's still closing)."""
+    if address not in _RENDEZVOUS:
+        host, _, port = address.rpartition(":")
+        _RENDEZVOUS[address] = dist.TCPStore(host, int(port), None, is_master=True, wait_for_workers=False,
+                                             timeout=COLLECTIVE_TIMEOUT)
+    return _RENDEZVOUS[address]
+
+
+def _run_store(root, run_id: str):
+    """One run's keys in the rendezvous store (a run's process group among them)."""
+    return dist.PrefixStore(f"run/{run_id}/", root)
+
+
+def _peer_failure(exc: BaseException) -> bool:
+    """Whether a collective failed because another rank went away: torch's DistError (NCCL, the
+    store), or gloo's transport error (a RuntimeError naming its source: "gloo/transport/...")."""
+    return isinstance(exc, dist.DistError) or "/gloo/transport/" in str(exc)
+
+
 def _all_reduce(grads: list[torch.Tensor]) -> None:
     flat = torch.cat([g.reshape(-1) for g in grads])
     dist.all_reduce(flat)
@@ -319,9 +437,3 @@ def _all_reduce(grads: list[torch.Tensor]) -> None:
     for grad in grads:
         grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
         offset += grad.numel()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCAL_HOST, 0))
-        return sock.getsockname()[1]
