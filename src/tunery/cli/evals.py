@@ -123,6 +123,7 @@ def evals_run(
         typer.echo(json.dumps([r.model_dump() for r in runs], indent=2))
     else:
         console.print(_comparison(api, evaluation.id, runs))
+        _console_link(runs)
     unfinished = [r for r in runs if r.status != "completed"]
     for run in unfinished:
         typer.echo(f"Error: run {run.id} on {run.model} {run.status}"
@@ -172,6 +173,12 @@ def _comparison(api, eval_id: str, runs: list):
                   *(f"mean {n}" for n in names)], rows)
 
 
+def _console_link(runs: list) -> None:
+    """Where the console shows these runs side by side, with the items where they differ."""
+    if runs and runs[0].report_url:
+        console.print(f"Side by side, with the items where the runs differ: {runs[0].report_url}", soft_wrap=True)
+
+
 @app.command("list")
 def evals_list(limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 20,
                base_url: BaseUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
@@ -193,3 +200,4 @@ def evals_show(eval_id: str, base_url: BaseUrl = None, api_key: ApiKey = None, a
         emit(runs, as_json, None)
     else:
         console.print(_comparison(api, eval_id, runs))
+        _console_link(runs)

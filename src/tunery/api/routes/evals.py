@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from tunery.api.deps import ContainerDep, OrgDep
 from tunery.api.responses import errors
@@ -38,6 +38,12 @@ def _page(kind, data: list, has_more: bool):
                 last_id=data[-1].id if data else None)
 
 
+def _reported(request: Request, run: EvalRun) -> EvalRun:
+    """The run with its report_url: its eval's page in the console (served at / of the address the
+    client called), the run marked there."""
+    return run.model_copy(update={"report_url": f"{request.base_url}#/evals/{run.eval_id}?run={run.id}"})
+
+
 @router.post("/evals")
 def create(c: ContainerDep, org: OrgDep, body: CreateEvalRequest) -> Eval:
     return c.evals.create(org.id, body)
@@ -65,24 +71,25 @@ def delete(c: ContainerDep, org: OrgDep, eval_id: str) -> EvalDeleted:
 
 
 @router.post("/evals/{eval_id}/runs", responses=errors(404, 429))
-def create_run(c: ContainerDep, org: OrgDep, eval_id: str, body: CreateRunRequest) -> EvalRun:
-    return c.evals.create_run(org.id, eval_id, body)
+def create_run(request: Request, c: ContainerDep, org: OrgDep, eval_id: str, body: CreateRunRequest) -> EvalRun:
+    return _reported(request, c.evals.create_run(org.id, eval_id, body))
 
 
 @router.get("/evals/{eval_id}/runs", responses=errors(404))
-def list_runs(c: ContainerDep, org: OrgDep, eval_id: str, limit: Limit = 20, after: str | None = None,
+def list_runs(request: Request, c: ContainerDep, org: OrgDep, eval_id: str, limit: Limit = 20, after: str | None = None,
               order: Order = "asc", status: RunStatus | None = None) -> RunList:
-    return _page(RunList, *c.evals.runs(org.id, eval_id, limit=limit, after=after, order=order, status=status))
+    runs, has_more = c.evals.runs(org.id, eval_id, limit=limit, after=after, order=order, status=status)
+    return _page(RunList, [_reported(request, run) for run in runs], has_more)
 
 
 @router.get("/evals/{eval_id}/runs/{run_id}", responses=errors(404))
-def retrieve_run(c: ContainerDep, org: OrgDep, eval_id: str, run_id: str) -> EvalRun:
-    return c.evals.run(org.id, eval_id, run_id)
+def retrieve_run(request: Request, c: ContainerDep, org: OrgDep, eval_id: str, run_id: str) -> EvalRun:
+    return _reported(request, c.evals.run(org.id, eval_id, run_id))
 
 
 @router.post("/evals/{eval_id}/runs/{run_id}/cancel", responses=errors(404, 409))
-def cancel_run(c: ContainerDep, org: OrgDep, eval_id: str, run_id: str) -> EvalRun:
-    return c.evals.cancel_run(org.id, eval_id, run_id)
+def cancel_run(request: Request, c: ContainerDep, org: OrgDep, eval_id: str, run_id: str) -> EvalRun:
+    return _reported(request, c.evals.cancel_run(org.id, eval_id, run_id))
 
 
 @router.delete("/evals/{eval_id}/runs/{run_id}", responses=errors(404))

@@ -1,10 +1,11 @@
 // The console's frame: sign-in, navigation and a hash router (#/jobs, #/jobs/new, #/jobs/ID,
-// #/playground, #/files, #/models). Each page renders into <main> and returns what stops it
+// #/playground, #/files, #/models, #/evals, #/evals/ID). Each page renders into <main> and returns what stops it
 // (timers, charts) when the person leaves it.
 
 import { api, apiKey, ApiError, signIn, signOut } from "./api.js";
 import { clear, errorBox, field, h } from "./dom.js";
 import * as create from "./pages/create.js";
+import * as evals from "./pages/evals.js";
 import * as files from "./pages/files.js";
 import * as job from "./pages/job.js";
 import * as jobs from "./pages/jobs.js";
@@ -17,7 +18,7 @@ let leave = null;
 let signingIn = false; // a refused key while signing in is the sign-in form's to say
 
 const NAV = [["#/jobs", "Jobs"], ["#/jobs/new", "New job"], ["#/playground", "Playground"], ["#/files", "Files"],
-  ["#/models", "Models"]];
+  ["#/models", "Models"], ["#/evals", "Evals"]];
 
 function route() {
   const [path, search] = (window.location.hash.slice(1) || "/jobs").split("?");
@@ -28,6 +29,7 @@ function route() {
   if (parts[0] === "playground") return [playground, params, "#/playground"];
   if (parts[0] === "files") return [files, params, "#/files"];
   if (parts[0] === "models") return [models, params, "#/models"];
+  if (parts[0] === "evals") return [evals, new URLSearchParams({ ...Object.fromEntries(params), id: parts[1] || "" }), "#/evals"];
   return [jobs, params, "#/jobs"];
 }
 
