@@ -32,6 +32,34 @@ def _isolated_data_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def forbidding_hub() -> Iterator[str]:
+    """The address of a Hugging Face hub stand-in that answers 403 to everything at once, as a
+    network's proxy that blocks the hub does (a refused connection would be retried by
+    huggingface_hub for 23 s first)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Forbidden(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"error": "blocked by this network\'s proxy"}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):  # quiet
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
 def postgres_cluster(tmp_path_factory) -> Iterator[PostgresCluster]:
     """One throwaway PostgreSQL server for the session; the tests that need it are skipped, saying
     why, where PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run does)."""
@@ -163,10 +191,15 @@ def start_module_server(tmp_path_factory) -> Iterator:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def smol_server(start_module_server, smollm2_dir):
-    """A server whose base model is the embedded SmolLM2-135M-Instruct (to answer, and to judge)."""
-    return start_module_server(base_models=(smollm2_dir,))
+@pytest.fixture(scope="session")
+def smol_server(tmp_path_factory, smollm2_dir) -> Iterator[Server]:
+    """A server whose base model is the embedded SmolLM2-135M-Instruct (to answer, to judge, to
+    fine-tune), shared by the slow tests of every module: each start costs half a minute (imports,
+    the model's conversion for llama.cpp). Tests see the files, jobs and models others left."""
+    start, servers = server_factory(tmp_path_factory.mktemp("smol-server"))
+    yield start(base_models=(smollm2_dir,))
+    for server in servers:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

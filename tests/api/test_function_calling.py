@@ -18,8 +18,8 @@ SYSTEM = {"role": "system", "content": "You are a helpful assistant that looks u
 
 
 @pytest.mark.slow
-def test_a_model_fine_tuned_on_tool_calls_calls_the_tool_for_a_new_city(start_server, smollm2_dir):
-    client = start_server(base_models=(smollm2_dir,)).client()
+def test_a_model_fine_tuned_on_tool_calls_calls_the_tool_for_a_new_city(smol_server):
+    client = smol_server.client()
     training = client.files.create(file=("weather.jsonl", io.BytesIO(EXAMPLES.read_bytes())), purpose="fine-tune")
     # Two epochs at twice the auto learning rate learn it (the auto four take twice as long on a 2-core CPU).
     job = wait_until_finished(client, client.fine_tuning.jobs.create(

@@ -93,9 +93,8 @@ def test_walkthrough_on_a_tiny_model(client):
 
 
 @pytest.mark.slow
-def test_walkthrough_on_the_embedded_smollm2(start_server, smollm2_dir):
-    server = start_server(base_models=(smollm2_dir,))
-    client = server.client()
+def test_walkthrough_on_the_embedded_smollm2(smol_server):
+    client = smol_server.client()
     result = marv_walkthrough.run(client, str(MARV))
     print(f"\nSmolLM2 Marv walkthrough: {result['seconds']:.1f} s from upload to the first fine-tuned answer")
     check_walkthrough(client, result, "SmolLM2-135M-Instruct")

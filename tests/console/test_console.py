@@ -16,7 +16,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.helpers import (COLOR_PREFERENCES, MARV, SCREENSHOTS, TEST_KEY, TINY_MODEL, free_port, jsonl, key_for,
+from tests.helpers import (COLOR_PREFERENCES, MARV, SCREENSHOTS, TEST_KEY, TINY_MODEL, jsonl, key_for,
                            upload, wait_until_finished)
 from tunery.cli import app
 
@@ -520,12 +520,12 @@ def test_pages_fit_a_phone_and_every_control_has_a_label(page, tiny_server, fini
     page.locator("section.panel").nth(1).wait_for()
 
 
-def test_a_hub_model_not_here_yet_is_named_by_id_and_its_job_says_why_it_failed(page, start_server, tiny_model_dir):
+def test_a_hub_model_not_here_yet_is_named_by_id_and_its_job_says_why_it_failed(page, start_server, tiny_model_dir,
+                                                                                forbidding_hub):
     """A Hugging Face id typed as the model: the file's check says the job downloads it first
-    (not an error: Create stays open); here the hub refuses the connection, and the job's page
-    shows the failure naming the model."""
-    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    server = start_server(base_models=(tiny_model_dir,), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": refused})
+    (not an error: Create stays open); here the hub answers 403 (a proxy blocks it), and the job's
+    page shows the failure naming the model."""
+    server = start_server(base_models=(tiny_model_dir,), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": forbidding_hub})
     sign_in(page, server)
     page.get_by_role("link", name="New job").first.click()
     options = page.locator("#model-options option")

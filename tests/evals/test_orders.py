@@ -1,8 +1,8 @@
 """The orders task (examples/data: a sentence to a JSON order) as an eval, as bench/quality.py
 scores it: the base SmolLM2-135M-Instruct passes almost none of the 40 held-out items; fine-tuned
-on orders_train.jsonl with every hyperparameter on auto, the eval's pass rate is near what
-bench/quality.py measures (its goal: at least 95% exact JSON). Slow: the fine-tune alone takes
-minutes on 2 cores."""
+on orders_train.jsonl (one epoch at twice the auto learning rate: a third of auto's steps), the
+eval's pass rate is near what bench/quality.py measures with every hyperparameter on auto (its
+goal: at least 95% exact JSON). Slow: the fine-tune alone takes a minute on 2 cores."""
 
 from __future__ import annotations
 
@@ -68,7 +68,9 @@ def test_the_base_model_fails_orders(smol_server):
 def test_a_model_fine_tuned_on_orders_passes_them(smol_server):
     client = smol_server.client()
     training = client.files.create(file=open(SAMPLE_DATA / "orders_train.jsonl", "rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(training_file=training.id, model=BASE)  # every hyperparameter "auto"
+    # One epoch at twice the auto learning rate (auto: three epochs, 300 steps; the test's minutes are counted)
+    job = client.fine_tuning.jobs.create(training_file=training.id, model=BASE, seed=1,
+                                         hyperparameters={"n_epochs": 1, "learning_rate_multiplier": 2})
     job = wait_until_finished(client, job.id, timeout=900)
     assert job.status == "succeeded", job.error
     tests = orders("orders_test.jsonl")
