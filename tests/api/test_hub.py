@@ -12,7 +12,7 @@ import subprocess
 import openai
 import pytest
 
-from tests.helpers import (COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, assert_answers_colours, free_port, jsonl, upload, wait_until_finished,
+from tests.helpers import (COLOR_EXAMPLES, COLOR_PAIRS, TEST_KEY, assert_answers_colours, jsonl, upload, wait_until_finished,
                            write_hub_model)
 
 HUB_ID = "tunery-test/tiny-qwen3"
@@ -102,14 +102,14 @@ def test_the_tutorials_curl_commands_run_with_only_the_url_and_key_changed(hub_s
     assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["role"] == "assistant"
 
 
-def test_a_download_that_fails_fails_the_job_with_the_reason(start_server, tiny_model_dir):
-    refused = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    server = start_server(base_models=(tiny_model_dir,), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": refused})
+def test_a_download_that_fails_fails_the_job_with_the_reason(start_server, tiny_model_dir, forbidding_hub):
+    server = start_server(base_models=(tiny_model_dir,), env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": forbidding_hub})
     client = server.client()
     job = client.fine_tuning.jobs.create(model="tunery-test/never-downloaded", training_file=upload(client).id)
     assert job.status == "validating_files"  # accepted: it may download
     failed = wait_until_finished(client, job.id)
     assert failed.status == "failed" and failed.error.code == "model_not_found" and failed.error.param == "model"
     assert "tunery-test/never-downloaded" in failed.error.message and "could not be downloaded" in failed.error.message
+    assert "403" in failed.error.message  # what the hub answered
     messages = [e.message for e in client.fine_tuning.jobs.list_events(job.id)]
     assert "Downloading tunery-test/never-downloaded from the Hugging Face hub" in messages
