@@ -15,18 +15,23 @@ from tests.helpers import MARV, TEST_KEY
 LIMIT = 1_000_000
 
 
-@pytest.fixture
-def small_limit_server(start_server):
-    return start_server(env={"TUNERY_MAX_UPLOAD_BYTES": str(LIMIT)})
+@pytest.fixture(scope="module")
+def small_limit_server(start_module_server):
+    """One server for the module (each start costs seconds): each test compares what is stored
+    before and after its requests."""
+    return start_module_server(env={"TUNERY_MAX_UPLOAD_BYTES": str(LIMIT)})
 
 
-def leftovers(server) -> list:
-    return [p for p in (server.data_dir / "files").iterdir()] + [p for p in (server.data_dir / "tmp").iterdir()
-                                                                  if not p.name.endswith(".lock")]
+def stored(server) -> tuple[list[str], list]:
+    """The files the API lists, and what lies in the data directory's files/ and tmp/ folders."""
+    kept = [p for p in (server.data_dir / "files").iterdir()] + [p for p in (server.data_dir / "tmp").iterdir()
+                                                                 if not p.name.endswith(".lock")]
+    return [f.id for f in server.client().files.list().data], sorted(kept)
 
 
 def test_an_upload_over_the_limit_is_refused_and_nothing_is_kept(small_limit_server):
     client = small_limit_server.client()
+    before = stored(small_limit_server)
     big = MARV * (LIMIT // len(MARV) * 2)
     with pytest.raises(openai.APIStatusError) as caught:
         client.files.create(file=("big.jsonl", io.BytesIO(big)), purpose="fine-tune")
@@ -35,11 +40,12 @@ def test_an_upload_over_the_limit_is_refused_and_nothing_is_kept(small_limit_ser
                          data={"model": "SmolLM2-135M-Instruct"}, files={"file": ("big.jsonl", big)},
                          headers={"Authorization": f"Bearer {TEST_KEY}"})
     assert checked.status_code == 413 and checked.json()["error"]["param"] == "file"  # the check's limit too
-    assert client.files.list().data == [] and leftovers(small_limit_server) == []
+    assert stored(small_limit_server) == before
     assert client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="fine-tune").bytes == len(MARV)
 
 
 def test_a_streamed_upload_without_a_length_is_cut_off_at_the_limit(small_limit_server):
+    before = stored(small_limit_server)
     boundary = uuid.uuid4().hex
 
     def body():  # chunked: the server learns the size only by reading
@@ -55,18 +61,19 @@ def test_a_streamed_upload_without_a_length_is_cut_off_at_the_limit(small_limit_
                                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
     assert response.status_code == 413
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
-    assert leftovers(small_limit_server) == []
+    assert stored(small_limit_server) == before
 
 
 def test_an_upload_without_a_file_part_or_purpose_is_a_400(small_limit_server):
     client = small_limit_server.client()
+    before = stored(small_limit_server)
     with pytest.raises(openai.BadRequestError) as caught:
         client.files.create(file=("marv.jsonl", io.BytesIO(MARV)), purpose="nonsense")
     assert caught.value.body["param"] == "purpose"
     response = httpx.post(f"{small_limit_server.base_url}/files", data={"purpose": "fine-tune"},
                           files={"other": ("x.jsonl", b"{}")}, headers={"Authorization": f"Bearer {TEST_KEY}"})
     assert response.status_code == 400 and response.json()["error"]["param"] == "file"
-    assert leftovers(small_limit_server) == []
+    assert stored(small_limit_server) == before
 
 
 def form(boundary: str, parts: list[tuple[str, bytes]], *, close: bool = True) -> bytes:
@@ -83,6 +90,7 @@ PURPOSE = ('Content-Disposition: form-data; name="purpose"', b"fine-tune")
 @pytest.mark.parametrize("case", ["wrong boundary", "garbage", "long filename", "long part header",
                                   "non-utf8 filename", "two file parts", "no closing boundary"])
 def test_a_malformed_form_is_a_400_and_nothing_is_kept(small_limit_server, case):
+    before = stored(small_limit_server)
     boundary = uuid.uuid4().hex
     content_type = f"multipart/form-data; boundary={boundary}"
     bodies = {
@@ -98,10 +106,11 @@ def test_a_malformed_form_is_a_400_and_nothing_is_kept(small_limit_server, case)
                           headers={"Authorization": f"Bearer {TEST_KEY}", "Content-Type": content_type})
     assert response.status_code == 400, (case, response.status_code, response.text)
     assert response.json()["error"]["param"] == "file" and response.json()["error"]["type"] == "invalid_request_error"
-    assert small_limit_server.client().files.list().data == [] and leftovers(small_limit_server) == []
+    assert stored(small_limit_server) == before
 
 
 def test_many_fields_beside_the_file_count_toward_the_limit(small_limit_server):
+    before = stored(small_limit_server)
     boundary = uuid.uuid4().hex
 
     def body():  # thousands of small non-file fields, chunked: no length to refuse it by
@@ -113,7 +122,7 @@ def test_many_fields_beside_the_file_count_toward_the_limit(small_limit_server):
     response = httpx.post(f"{small_limit_server.base_url}/files", content=body(), timeout=60,
                           headers={"Authorization": f"Bearer {TEST_KEY}",
                                    "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert response.status_code == 413 and leftovers(small_limit_server) == [], response.text
+    assert response.status_code == 413 and stored(small_limit_server) == before, response.text
 
 
 def test_a_json_body_over_the_limit_is_a_413(small_limit_server):
