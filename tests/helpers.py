@@ -250,3 +250,17 @@ def send_raw(port: int, path: str, body: dict, key: str = TEST_KEY) -> socket.so
     sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
                  f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode() + payload)
     return sock
+
+# The console in a browser (Playwright's page): what its tests share.
+PAYLOAD = '<script>window.pwned = 1</script><img src=x onerror="window.pwned = 2">'  # must stay text
+CELLS = "rows => rows.map(r => [...r.cells].map(c => c.textContent))"  # a table's rows as their cells' text
+UNLABELLED = """() => [...document.querySelectorAll('main input, main select, main textarea')]
+    .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+    .map(el => el.name || el.outerHTML.slice(0, 80))"""  # the page's form controls that no label names
+
+
+def sign_in(page, server, key: str = TEST_KEY) -> None:
+    page.goto(server.base_url.removesuffix("/v1") + "/")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Fine-tuning jobs").wait_for()
