@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -48,6 +49,9 @@ class Settings(BaseSettings):
     nodes: int = 1
     node_rank: int = 0
     rendezvous: str | None = None
+    # Supervised full fine-tuning over several processes: "auto" shards the weights, gradients and optimizer state
+    # over them (FSDP2, training/sharded.py); "off" keeps a whole copy on each (plain data parallel).
+    sharding: Literal["auto", "off"] = "auto"
     inference_dtype: str = "auto"  # "auto" (bfloat16 on CUDA and CPUs with native bfloat16), "float32", "bfloat16", "float16"
     cpu_backend: str = "auto"  # CPU serving: "auto" (llama.cpp when installed and the model converts to GGUF), "llamacpp", "torch"
     gguf_type: str = "auto"  # llama.cpp's weights: "auto" (q8_0), "q8_0", "q4_0", "q4_1", "f16"

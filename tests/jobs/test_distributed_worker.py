@@ -25,9 +25,11 @@ from tunery.failpoints import ENVIRONMENT
 from tunery.jobs.worker import Worker
 from tunery.protocol.fine_tuning import CreateJobRequest
 from tunery.services.container import Container
+from tunery.training.checkpoints import TRAINER_SHARDS
 from tunery.training.distributed import RANK_STEP
 
 TWO_PROCESSES = "Training on 2 processes, data parallel, one per device: cpu, cpu"
+TWO_SHARDED = "Training on 2 processes, sharded (FSDP2), one per device: cpu, cpu"
 
 
 def test_a_workers_devices_are_one_process_each_and_checked():
@@ -92,9 +94,12 @@ def events(container, org, job):
     return container.jobs.events(org.id, job.id, limit=1000, after=None)[0]
 
 
-def test_a_paused_job_stops_on_every_process_and_resumes_to_success(two_processes):
+@pytest.mark.parametrize("training_type", ["lora", "full"])
+def test_a_paused_job_stops_on_every_process_and_resumes_to_success(two_processes, training_type):
+    """Full fine-tuning is sharded: the checkpoint it pauses at holds each process's part of the
+    optimizer's state, and the published model is an ordinary folder without them."""
     container, org, colours = two_processes
-    job = create(container, org, colours, n_epochs=4, batch_size=1)  # 12 steps an epoch
+    job = create(container, org, colours, n_epochs=4, batch_size=1, training_type=training_type)  # 12 steps an epoch
     wait_for(lambda: [e for e in events(container, org, job) if e.type == "metrics"], "no step was reported")
     container.jobs.pause(org.id, job.id)
     wait_for(lambda: container.jobs.retrieve(org.id, job.id).status == "paused", "the pause was not honoured")
@@ -102,6 +107,8 @@ def test_a_paused_job_stops_on_every_process_and_resumes_to_success(two_processe
     wait_for(lambda: not multiprocessing.active_children(), "a training process is still running", timeout=60)
     paused_at = container.jobs.checkpoints(org.id, job.id, limit=1, after=None)[0][0].step_number
     assert paused_at < 48
+    paused = container.catalog.blobs.checkpoint_dir(job.id, paused_at)
+    assert (paused / TRAINER_SHARDS).is_dir() == (training_type == "full")
 
     container.jobs.resume(org.id, job.id)
     wait_for(lambda: container.jobs.retrieve(org.id, job.id).status not in ("paused", "queued", "running"),
@@ -109,8 +116,11 @@ def test_a_paused_job_stops_on_every_process_and_resumes_to_success(two_processe
     done = container.jobs.retrieve(org.id, job.id)
     assert done.status == "succeeded", done.error
     messages = [e.message for e in events(container, org, job)]
-    assert messages.count(TWO_PROCESSES) == 2
+    assert messages.count(TWO_PROCESSES if training_type == "lora" else TWO_SHARDED) == 2
     assert f"Fine-tuning job continues from its checkpoint at step {paused_at}" in messages
+    published = container.catalog.blobs.model_dir(job.id)
+    assert (published / ("model.safetensors" if training_type == "full" else "adapter_model.safetensors")).exists()
+    assert not (published / TRAINER_SHARDS).exists()
     assert sorted(e.data["step"] for e in events(container, org, job) if e.type == "metrics") == list(range(1, 49))
 
 

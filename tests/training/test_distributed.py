@@ -1,7 +1,7 @@
 """Data-parallel training over 2 CPU processes (gloo) on the tiny model: the same job trains to the
-losses of one process (LoRA, full, DPO), its checkpoints resume on 1 process and a 1-process
-checkpoint on 2, a stop decided by rank 0 stops every rank at the same step, and a rank that dies
-fails the run with RankLost."""
+losses of one process (LoRA, full sharded and not, DPO), its checkpoints resume on 1 process and a
+1-process checkpoint on 2 (sharded full fine-tuning's too), a stop decided by rank 0 stops every
+rank at the same step, and a rank that dies fails the run with RankLost."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import COLOR_EXAMPLES, COLOR_PREFERENCES
 from tunery.failpoints import ENVIRONMENT
 from tunery.training import distributed
+from tunery.training.checkpoints import TRAINER_SHARDS
 from tunery.training.hyperparameters import Resolved
 from tunery.training.methods import METHODS, RecipeInputs
 from tunery.weights import Weights
@@ -30,13 +31,15 @@ def job(tiny_model_dir, method="supervised", training_type="lora", n_epochs=3, r
                         resume_from=resume_from)
 
 
-def train(inputs: RecipeInputs, devices=None, examples=COLOR_EXAMPLES, stop_at=None, checkpoint=None):
+def train(inputs: RecipeInputs, devices=None, examples=COLOR_EXAMPLES, stop_at=None, checkpoint=None, valid=None,
+          sharding="auto"):
     """Train the job on one process (devices None) or on the devices; stopped after step stop_at
     with a checkpoint in `checkpoint` when asked. The result and the metrics each step reported."""
     method = inputs.hyperparameters.method
-    recipe = METHODS[method].build(inputs) if devices is None else distributed.build(method, inputs, devices)
+    recipe = (METHODS[method].build(inputs) if devices is None
+              else distributed.build(method, inputs, devices, sharding=sharding))
     try:
-        recipe.setup(examples)
+        recipe.setup(examples, valid)
         result = recipe.train(lambda m: stop_at is None or m.step < stop_at)
         if checkpoint is not None:
             recipe.save_checkpoint(checkpoint, result.history[-1])
@@ -49,12 +52,14 @@ def losses(result) -> list[float]:
     return [m.train_loss for m in result.history]
 
 
-@pytest.mark.parametrize("method, training_type", [("supervised", "lora"), ("supervised", "full"), ("dpo", "lora")])
-def test_two_processes_train_to_the_losses_of_one(tiny_model_dir, method, training_type):
+@pytest.mark.parametrize("method, training_type, sharding", [
+    ("supervised", "lora", "auto"), ("supervised", "full", "off"), ("dpo", "lora", "auto")])
+def test_two_processes_train_to_the_losses_of_one(tiny_model_dir, method, training_type, sharding):
+    """(Sharded full fine-tuning, TUNERY_SHARDING's default: the test after the next.)"""
     examples = COLOR_PREFERENCES if method == "dpo" else COLOR_EXAMPLES
     inputs = job(tiny_model_dir, method, training_type)
     one = train(inputs, examples=examples)
-    two = train(inputs, TWO_CPUS, examples=examples)
+    two = train(inputs, TWO_CPUS, examples=examples, sharding=sharding)
     assert len(two.history) == len(one.history) == 9 and not two.stopped  # 12 examples, 4 a step, 3 epochs
     assert losses(two) == pytest.approx(losses(one), abs=TOLERANCE)
     assert abs(losses(two)[-1] - losses(one)[-1]) < TOLERANCE
@@ -64,9 +69,11 @@ def test_two_processes_train_to_the_losses_of_one(tiny_model_dir, method, traini
         assert [m.train_reward_accuracy for m in two.history] == [m.train_reward_accuracy for m in one.history]
 
 
-def test_a_batch_smaller_than_the_processes_still_steps_as_one(tiny_model_dir):
-    """Batches of 1 on 2 processes: each step one process has nothing to train on (it adds zeros)."""
-    inputs = job(tiny_model_dir, n_epochs=1)
+@pytest.mark.parametrize("training_type", ["lora", "full"])
+def test_a_batch_smaller_than_the_processes_still_steps_as_one(tiny_model_dir, training_type):
+    """Batches of 1 on 2 processes: each step one process has nothing to train on (it adds zeros;
+    sharded, it runs an empty row beside the other's: a forward gathers weights with it)."""
+    inputs = job(tiny_model_dir, training_type=training_type, n_epochs=1)
     inputs = replace(inputs, hyperparameters=replace(inputs.hyperparameters, batch_size=1))
     one = train(inputs, examples=COLOR_EXAMPLES[:5])
     two = train(inputs, TWO_CPUS, examples=COLOR_EXAMPLES[:5])
@@ -107,3 +114,35 @@ def test_a_process_that_dies_fails_the_run_with_rank_lost(tiny_model_dir, tmp_pa
         recipe.cleanup()
     assert seen and max(seen) <= 3  # rank 0 could not go on past the step after rank 1 died
     assert json.loads(failpoints.read_text())[f"{distributed.RANK_STEP}=2"] == 0
+
+
+def test_sharded_full_fine_tuning_validates_and_checkpoints_as_one_process(tiny_model_dir, tmp_path):
+    """Full fine-tuning on 2 processes is sharded (FSDP2): the same losses and validation figures
+    as one process, a checkpoint that is an ordinary Hugging Face folder with the weights of one
+    process's checkpoint beside each process's part of the optimizer's state, and a run resumed
+    from it (on 2 processes, and on 1) that goes on to the losses of the run that never stopped."""
+    import torch
+    from safetensors.torch import load_file
+
+    inputs = job(tiny_model_dir, training_type="full")
+    assert distributed.build("supervised", inputs, TWO_CPUS).ranks.sharded
+    straight = train(inputs, valid=COLOR_EXAMPLES[:5])
+    sharded, single = tmp_path / "sharded", tmp_path / "single"
+    sharded.mkdir(), single.mkdir()
+    stopped = train(inputs, TWO_CPUS, valid=COLOR_EXAMPLES[:5], stop_at=4, checkpoint=sharded)
+    train(inputs, valid=COLOR_EXAMPLES[:5], stop_at=4, checkpoint=single)
+    assert losses(stopped) == pytest.approx(losses(straight)[:4], abs=TOLERANCE)
+    assert [m.full_valid_loss for m in stopped.history] == pytest.approx(
+        [m.full_valid_loss for m in straight.history[:4]], abs=TOLERANCE, nan_ok=True)
+
+    assert sorted(p.name for p in (sharded / TRAINER_SHARDS).iterdir() if p.suffix == ".distcp") == [
+        "__0_0.distcp", "__1_0.distcp"]
+    mine, theirs = load_file(sharded / "model.safetensors"), load_file(single / "model.safetensors")
+    assert mine.keys() == theirs.keys()
+    assert all(torch.allclose(mine[k], theirs[k], atol=1e-4) for k in mine)
+
+    for resumed in (train(job(tiny_model_dir, "supervised", "full", resume_from=sharded), TWO_CPUS),
+                    train(job(tiny_model_dir, "supervised", "full", resume_from=sharded)),
+                    train(job(tiny_model_dir, "supervised", "full", resume_from=single), TWO_CPUS)):
+        assert [m.step for m in resumed.history] == list(range(1, 10))
+        assert losses(resumed) == pytest.approx(losses(straight), abs=TOLERANCE)

@@ -289,16 +289,16 @@ class Worker:
 
     def _recipe(self, job: ClaimedJob, method: TrainingMethod, inputs: RecipeInputs) -> Recipe:
         """The job's recipe, in this process; with several devices, this process's as rank 0 of a
-        data-parallel run over them (the other ranks start when it sets up)."""
+        data-parallel (or sharded) run over them (the other ranks start when it sets up)."""
         nodes = self.settings.nodes
         if len(self.devices) == 1 and nodes == 1:
             return method.build(inputs if self.settings.worker_devices is None
                                 else replace(inputs, device=str(self.devices[0])))
         names = [str(d) for d in self.devices]
         where = "" if nodes == 1 else f" on each of {nodes} machines"
-        self._event(job, f"Training on {len(names) * nodes} processes, data parallel, one per device{where}: "
-                         f"{', '.join(names)}")
-        return distributed.build(job.method, inputs, names, nodes, self.settings.rendezvous)
+        how = "sharded (FSDP2)" if distributed.is_sharded(job.method, inputs, self.settings.sharding) else "data parallel"
+        self._event(job, f"Training on {len(names) * nodes} processes, {how}, one per device{where}: {', '.join(names)}")
+        return distributed.build(job.method, inputs, names, nodes, self.settings.rendezvous, self.settings.sharding)
 
     def _checkpoint(self, job: ClaimedJob, output: JobOutput, recipe: Recipe, m: Metrics) -> None:
         def write(folder: Path) -> None:

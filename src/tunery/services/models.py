@@ -18,7 +18,7 @@ from tunery.ids import new_id, now
 from tunery.protocol.models import Model, ModelDeleted
 from tunery.storage.models import ModelsRepo
 from tunery.storage.tables import Checkpoint, FineTunedModel
-from tunery.training.checkpoints import TRAINER_STATE, read_manifest
+from tunery.training.checkpoints import TRAINER_SHARDS, TRAINER_STATE, drop_trainer_state, read_manifest
 from tunery.weights import Weights, WeightsKind
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class ModelsService:
             training_type=output.training_type, metrics=metrics, created_at=now()))
         older = self.repo.checkpoints(output.job_id)[1:]
         for row in older:
-            (blobs.checkpoint_dir(output.job_id, row.step_number) / TRAINER_STATE).unlink(missing_ok=True)
+            drop_trainer_state(blobs.checkpoint_dir(output.job_id, row.step_number))
         dropped = older[KEPT_CHECKPOINTS - 1:]
         self.repo.delete_checkpoints([row.id for row in dropped])
         for row in dropped:
@@ -225,7 +225,7 @@ class ModelsService:
         blobs = self.catalog.blobs
         last = self.repo.checkpoints(output.job_id, limit=1)[0]
         blobs.link_copy(blobs.checkpoint_dir(output.job_id, last.step_number), blobs.model_dir(output.job_id),
-                        skip=(TRAINER_STATE,))
+                        skip=(TRAINER_STATE, TRAINER_SHARDS))
         if self.repo.get(output.model_id) is not None:
             return  # published by a worker that died before the job read succeeded
         self.repo.add(FineTunedModel(id=output.model_id, organization_id=output.organization_id,

@@ -70,10 +70,11 @@ class BlobStore:
 
     def link_copy(self, source: Path, target: Path, *, skip: tuple[str, ...] = ()) -> None:
         """Publish a copy of a folder whose files are hard links where the disk allows: a final
-        model costs no space beside the checkpoint it is."""
+        model costs no space beside the checkpoint it is. skip: names of files or folders in
+        `source` left out."""
         with self.staging_dir() as staged:
             for path in source.rglob("*"):
-                if path.is_file() and path.name not in skip:
+                if path.is_file() and path.relative_to(source).parts[0] not in skip:
                     destination = staged / path.relative_to(source)
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     try:

@@ -74,6 +74,7 @@ class Ranks:
     address: str = ""  # host:port: the rendezvous over machines, or the local port rank 0's store took
     nodes: int = 1  # machines
     run: str = ""  # over machines: the run's id, its keys' prefix in the rendezvous store
+    sharded: bool = False  # full fine-tuning sharded over the ranks (sharded.py), not a copy on each
 
     @property
     def world(self) -> int:
@@ -89,15 +90,28 @@ class Ranks:
         return "nccl" if self.devices[0].startswith("cuda") else "gloo"
 
 
-def build(method: str, inputs: RecipeInputs, devices: list[str], nodes: int = 1, rendezvous: str | None = None) -> Recipe:
+def build(method: str, inputs: RecipeInputs, devices: list[str], nodes: int = 1, rendezvous: str | None = None,
+          sharding: str = "auto") -> Recipe:
     """Rank 0's recipe, in this process: the other ranks start when it sets up (this machine's
-    devices[1:], then each other machine's devices), and end when it cleans up."""
-    ranks = Ranks(tuple(devices) * nodes, nodes=nodes, address=rendezvous if nodes > 1 else "")
+    devices[1:], then each other machine's devices), and end when it cleans up. sharding "auto"
+    (TUNERY_SHARDING): supervised full fine-tuning is sharded (sharded.py); "off": every rank
+    keeps all of the weights and the optimizer's state."""
+    ranks = Ranks(tuple(devices) * nodes, nodes=nodes, address=rendezvous if nodes > 1 else "",
+                  sharded=is_sharded(method, inputs, sharding))
     return _recipe(method, replace(inputs, device=devices[0]), ranks, launch=(method, inputs))
+
+
+def is_sharded(method: str, inputs: RecipeInputs, sharding: str = "auto") -> bool:
+    """Whether a job trained on several processes shards its model (sharding: TUNERY_SHARDING)."""
+    return sharding == "auto" and method == "supervised" and inputs.hyperparameters.training_type == "full"
 
 
 def _recipe(method: str, inputs: RecipeInputs, ranks: Ranks, launch: tuple[str, RecipeInputs] | None = None) -> Recipe:
     single = METHODS[method].build(inputs)
+    if ranks.sharded:
+        from tunery.training.sharded import ShardedSFTRecipe  # it builds on this module's DataParallel
+
+        return ShardedSFTRecipe(single.config, ranks, launch)
     parallel = PARALLEL.get(type(single))
     if parallel is None:
         raise ValueError(f"{method} fine-tuning does not train on several processes")
@@ -124,8 +138,11 @@ class DataParallel:
             self._start(examples, valid_examples)
         with self._collectives():
             super().setup(examples, valid_examples)
-            for parameter in self.trainable:  # the same seed made them equal; rank 0's are the run's
-                dist.broadcast(parameter.data, 0)
+            self._same_weights()
+
+    def _same_weights(self) -> None:
+        for parameter in self.trainable:  # the same seed made them equal; rank 0's are the run's
+            dist.broadcast(parameter.data, 0)
 
     def _start(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None) -> None:
         """Start this machine's ranks 1.. (spawned), leave the run for the other machines' workers
@@ -307,12 +324,16 @@ PARALLEL: dict[type, type] = {SFTRecipe: ParallelSFTRecipe, DPORecipe: ParallelD
 
 def _spawn(method: str, inputs: RecipeInputs, ranks: Ranks, numbers: range, threads: int | None,
            examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None) -> list:
-    """This machine's ranks `numbers`, each in a process of its own (spawned: a clean CUDA state)."""
-    context = mp.get_context("spawn")
+    """This machine's ranks `numbers`, each in a process of its own, forked from a server process
+    that has imported torch and this module and nothing else (no CUDA, no OpenMP threads): a
+    rank starts in a second, where a spawned one spent 4 s importing. The server was forked at
+    the first run: each rank takes this process's environment as it is now."""
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload([__name__, "transformers", "peft"])
     processes = []
     for rank in numbers:
         process = context.Process(target=_rank_main, name=f"tunery-rank-{rank}", daemon=True, args=(
-            method, inputs, replace(ranks, rank=rank), threads, examples, valid_examples, os.getpid()))
+            method, inputs, replace(ranks, rank=rank), threads, examples, valid_examples, os.getpid(), dict(os.environ)))
         process.start()
         processes.append(process)
     return processes
@@ -363,10 +384,13 @@ def join_runs(devices: list[str], nodes: int, node: int, rendezvous: str, stoppi
 
 
 def _rank_main(method: str, inputs: RecipeInputs, ranks: Ranks, threads: int | None,
-               examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None, parent: int) -> None:
+               examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None, parent: int,
+               environment: dict[str, str]) -> None:
     """A rank other than 0, in its own spawned process: join the run, set up, and train following
     rank 0's decisions until they say stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops every rank
+    os.environ.clear()
+    os.environ.update(environment)
     threading.Thread(target=_exit_with, args=(parent,), name="parent-watch", daemon=True).start()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -402,10 +426,16 @@ def _join(ranks: Ranks, store) -> None:
 
 
 def _exit_with(parent: int) -> None:
-    """Exit once the process that started this rank is gone (rank 0 killed: nothing to follow)."""
-    while os.getppid() == parent:
+    """Exit once the process that started this rank is gone (rank 0 killed: nothing to follow).
+    It is not this process's parent (the fork server is): it is asked after by its id."""
+    while True:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:
+            pass  # alive, another user's: not ours, but a process with that id is there
         time.sleep(1.0)
-    os._exit(1)
 
 
 def _rendezvous(address: str):

@@ -23,7 +23,7 @@ import torch
 from tunery.data.render import DEFAULT_PROMPT_LOSS_WEIGHT, IGNORE, Rendered, render_example
 from tunery.devices import attention_implementation, resolve_device, training_dtype
 from tunery.training.batching import Batch, pack, row_tokens
-from tunery.training.checkpoints import TRAINER_STATE, write_manifest
+from tunery.training.checkpoints import TRAINER_SHARDS, TRAINER_STATE, load_optimizer_shards, write_manifest
 
 MAX_SEQUENCE_TOKENS = 4096  # longer examples are truncated (keeping the beginning)
 LORA_TARGET_MODULES = "all-linear"  # every linear layer but the output head, whatever the architecture names them
@@ -124,7 +124,7 @@ class SFTRecipe:
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
         self.examples = self._render(examples, max_length)
         self.valid_examples = self._render(valid_examples or [], max_length)
-        self.model = self._trainable(model).to(self.device)
+        self.model = self._place(self._trainable(model))
         self.model.config.use_cache = False
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.steps_per_epoch = math.ceil(len(self.examples) / cfg.batch_size)
@@ -174,6 +174,10 @@ class SFTRecipe:
             r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
             target_modules=LORA_TARGET_MODULES, task_type="CAUSAL_LM",
         ))
+
+    def _place(self, model):
+        """The trainable model on its device (sharded.py: each process's shard of it)."""
+        return model.to(self.device)
 
     # train -----------------------------------------------------------------------------------
     def train(self, on_step: OnStep, on_epoch_end: OnEpochEnd | None = None,
@@ -268,18 +272,22 @@ class SFTRecipe:
 
     def _loss_sum(self, batch: Batch) -> tuple[torch.Tensor, int, int]:
         """Weighted sum of token losses, and correct / counted predictions at full weight."""
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                                    attention_mask=batch.attention_mask(base.dtype)).last_hidden_state
         # Position t predicts token t+1: only positions whose next token carries loss are projected.
         targets, weights = batch.labels[:, 1:], batch.weights[:, 1:]
         trained = targets != IGNORE
-        logits = _output_logits(base, hidden[:, :-1][trained])
+        logits = self._logits_at(batch, torch.cat([trained, torch.zeros_like(trained[:, :1])], dim=1))
         wanted, weight = targets[trained], weights[trained]
         token_losses = torch.nn.functional.cross_entropy(logits, wanted, reduction="none")
         full = weight == 1.0  # accuracy on the tokens trained at full weight, as the guide reports it
         correct = int((logits.argmax(-1)[full] == wanted[full]).sum())
         return (token_losses * weight).sum(), correct, int(full.sum())
+
+    def _logits_at(self, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
+        """The float32 logits at the positions a [rows, width] mask marks, row after row."""
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids,
+                                    attention_mask=batch.attention_mask(base.dtype)).last_hidden_state
+        return _output_logits(base, hidden[positions])
 
     # evaluate --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -304,14 +312,18 @@ class SFTRecipe:
         """Log-probabilities of the token after each prompt, [len(prompts), vocabulary]."""
         was_training = self.model.training
         self.model.eval()
-        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         out = []
         for start in range(0, len(prompts), self.config.batch_size):
             chunk = [Rendered(p, [IGNORE] * len(p)) for p in prompts[start:start + self.config.batch_size]]
             batch = pack(chunk, self.pad_id).to(self.device)
-            hidden = base.get_decoder()(input_ids=batch.input_ids, position_ids=batch.position_ids).last_hidden_state
-            last = torch.stack([hidden[row, begin + length - 1] for row, begin, length in batch.spans])
-            out.append(torch.log_softmax(_output_logits(base, last), dim=-1))
+            ends = [(row, begin + length - 1) for row, begin, length in batch.spans]
+            wanted = torch.zeros_like(batch.input_ids, dtype=torch.bool)
+            for row, end in ends:
+                wanted[row, end] = True
+            logits = self._logits_at(batch, wanted)  # in the order of (row, position), not of the prompts
+            in_order = torch.empty_like(logits)
+            in_order[sorted(range(len(ends)), key=ends.__getitem__)] = logits
+            out.append(torch.log_softmax(in_order, dim=-1))
         self.model.train(was_training)
         return torch.cat(out)
 
@@ -326,11 +338,11 @@ class SFTRecipe:
     def save_checkpoint(self, folder: Path, metrics: StepMetrics, *, with_state: bool = True) -> None:
         """Weights (adapter or full), tokenizer, config and metrics, the trainer state to resume
         from, and last the manifest that marks the checkpoint complete."""
-        self.model.save_pretrained(folder)
+        self._save_weights(folder)
         self.tokenizer.save_pretrained(folder)
         (folder / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.config), "metrics": metrics.as_data()}, indent=2))
         if with_state:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            torch.save({**self._optimizer_state(folder), "scheduler": self.scheduler.state_dict(),
                         "epoch": self.epoch, "epoch_order": self.epoch_order, "next_start": self.next_start,
                         "order": self.order.getstate(), "torch_rng": torch.get_rng_state(),
                         "valid_cursor": self.valid_cursor, "steps": self.result.steps,
@@ -339,9 +351,16 @@ class SFTRecipe:
                        folder / TRAINER_STATE)
         write_manifest(folder, step=metrics.step, epoch=metrics.epoch, training_type=self.config.training_type)
 
+    def _save_weights(self, folder: Path) -> None:
+        self.model.save_pretrained(folder)
+
+    def _optimizer_state(self, folder: Path) -> dict[str, Any]:
+        """The optimizer's state for the trainer state file (sharded.py writes its shards beside it)."""
+        return {"optimizer": self.optimizer.state_dict()}
+
     def _restore(self, path: Path) -> None:
         state = torch.load(path, weights_only=False)  # our own file, written by save_checkpoint
-        self.optimizer.load_state_dict(state["optimizer"])
+        self._load_optimizer(state, path.parent)
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.epoch_order, self.next_start = state["epoch"], state["epoch_order"], state["next_start"]
         self.order.setstate(state["order"])
@@ -350,6 +369,12 @@ class SFTRecipe:
         self.result = SFTResult(steps=state["steps"], trained_tokens=state["trained_tokens"],
                                 history=[self.metrics_type(**m) for m in state["history"]])
         self._restore_method_state(state)
+
+    def _load_optimizer(self, state: dict[str, Any], folder: Path) -> None:
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        else:  # a sharded run's checkpoint: each process wrote its part of the optimizer's state
+            load_optimizer_shards(self.model, self.optimizer, folder / TRAINER_SHARDS)
 
     def _method_state(self) -> dict[str, Any]:
         """What a method adds to the trainer state (dpo.py: the reference's log-probabilities)."""
