@@ -1,10 +1,11 @@
-"""Training scaling over processes: the same supervised LoRA job (the embedded SmolLM2-135M-Instruct
-unless --model names another, examples/data/orders_train.jsonl, batch 8, one epoch) trained by
-tunery's recipe on 1 process and data parallel on N (training/distributed.py, as a worker with
-TUNERY_WORKER_DEVICES runs it), on this machine.
+"""Training scaling over processes: the same supervised job (LoRA, or with --training-type full
+sharded over the processes: training/sharded.py; the embedded SmolLM2-135M-Instruct unless --model
+names another, examples/data/orders_train.jsonl, batch 8, one epoch) trained by tunery's recipe on
+1 process and data parallel on N (training/distributed.py, as a worker with TUNERY_WORKER_DEVICES
+runs it), on this machine.
 
     python bench/train_scaling.py [--model NAME|FOLDER|HUB_ID] [--device cpu|cuda] [--processes 1,2]
-                                  [--examples N] [--batch-size N] [--repeats N]
+                                  [--training-type lora|full] [--examples N] [--batch-size N] [--repeats N]
 
 On a CPU the processes share the machine's cores (each gets cores / N torch threads): on a 2-core
 machine two processes cannot be faster than one, and the ratio shows what the distribution costs
@@ -32,7 +33,7 @@ from train_throughput import DATA, model_folder
 from tunery.catalog import EMBEDDED_MODEL
 
 
-def run(folder: str, processes: int, device: str, examples: int, batch_size: int) -> dict:
+def run(folder: str, processes: int, device: str, examples: int, batch_size: int, training_type: str) -> dict:
     """Train the job once on `processes` processes; its seconds, tokens and losses."""
     from tunery.training import distributed
     from tunery.training.hyperparameters import Resolved
@@ -41,7 +42,7 @@ def run(folder: str, processes: int, device: str, examples: int, batch_size: int
 
     data = [json.loads(line) for line in DATA.read_text().splitlines() if line.strip()][:examples]
     inputs = RecipeInputs(Weights("base", Path(folder)), Resolved(n_epochs=1, batch_size=batch_size,
-                                                                  learning_rate_multiplier=1.0, training_type="lora"),
+                                                                  learning_rate_multiplier=1.0, training_type=training_type),
                           seed=0, device="cuda:0" if device == "cuda" else "cpu", attention="auto", resume_from=None)
     devices = [f"cuda:{rank}" if device == "cuda" else "cpu" for rank in range(processes)]
     recipe = METHODS["supervised"].build(inputs) if processes == 1 else distributed.build("supervised", inputs, devices)
@@ -63,11 +64,13 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="process counts to compare, the first the baseline")
     parser.add_argument("--examples", type=int, default=64, help="the first N examples of the data set")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--training-type", choices=["lora", "full"], default="lora")
     parser.add_argument("--repeats", type=int, default=2, help="runs of each process count; the fastest counts")
     parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker is not None:
-        print(json.dumps(run(model_folder(args.model), args.worker, args.device, args.examples, args.batch_size)))
+        print(json.dumps(run(model_folder(args.model), args.worker, args.device, args.examples, args.batch_size,
+                             args.training_type)))
         return
 
     counts = [int(n) for n in args.processes.split(",")]
@@ -75,13 +78,15 @@ def main() -> None:
     for _ in range(args.repeats):
         for n in counts:
             out = subprocess.run([sys.executable, __file__, "--worker", str(n), "--model", args.model, "--device",
-                                  args.device, "--examples", str(args.examples), "--batch-size", str(args.batch_size)],
+                                  args.device, "--examples", str(args.examples), "--batch-size", str(args.batch_size),
+                                  "--training-type", args.training_type],
                                  check=True, capture_output=True, text=True)
             runs[n].append(json.loads(out.stdout.strip().splitlines()[-1]))
     best = {n: min(found, key=lambda r: r["seconds"]) for n, found in runs.items()}
     speed = {n: r["tokens"] / r["seconds"] for n, r in best.items()}
     base = counts[0]
-    print(f"{args.model}, {DATA.name} (first {args.examples}), batch {args.batch_size}, 1 epoch, LoRA, on {args.device}")
+    print(f"{args.model}, {DATA.name} (first {args.examples}), batch {args.batch_size}, 1 epoch, "
+          f"{'LoRA' if args.training_type == 'lora' else 'full, sharded over the processes'}, on {args.device}")
     for n, r in best.items():
         times = ", ".join(f"{run['seconds']:.1f}" for run in runs[n])
         line = (f"  {n} process{'es' if n > 1 else ''}: {speed[n]:8.1f} tokens/s ({r['tokens']} tokens, {r['steps']} "
