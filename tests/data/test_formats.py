@@ -145,12 +145,13 @@ def test_a_large_file_validates_in_bounded_memory(tmp_path):
     line = json.dumps(chat({"role": "user", "content": "word " * 100}, ASSISTANT)).encode()
     path = tmp_path / "big.jsonl"
     with open(path, "wb") as out:
-        for _ in range(100_000):
+        for _ in range(30_000):
             out.write(line + b"\n")
     tracemalloc.start()
     report = validate_file(path)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert report.ok and report.examples == 100_000 and report.warning_count == 99_999
-    assert path.stat().st_size > 50_000_000
-    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB for a {path.stat().st_size / 1e6:.0f} MB file"
+    assert report.ok and report.examples == 30_000 and report.warning_count == 29_999
+    assert path.stat().st_size > 15_000_000
+    # Read a line at a time: what stays is each example's figures (~50 bytes), not its text.
+    assert peak < 2_500_000, f"peak {peak / 1e6:.1f} MB for a {path.stat().st_size / 1e6:.0f} MB file"
