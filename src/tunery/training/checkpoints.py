@@ -41,7 +41,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-
 def drop_trainer_state(folder: Path) -> None:
     """What only resuming needs goes (a checkpoint older than the newest stays a model)."""
     (folder / TRAINER_STATE).unlink(missing_ok=True)

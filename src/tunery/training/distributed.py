@@ -386,7 +386,7 @@ def join_runs(devices: list[str], nodes: int, node: int, rendezvous: str, stoppi
 def _rank_main(method: str, inputs: RecipeInputs, ranks: Ranks, threads: int | None,
                examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None, parent: int,
                environment: dict[str, str]) -> None:
-    """A rank other than 0, in its own spawned process: join the run, set up, and train following
+    """A rank other than 0, in its own process: join the run, set up, and train following
     rank 0's decisions until they say stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which stops every rank
     os.environ.clear()
@@ -434,7 +434,7 @@ def _exit_with(parent: int) -> None:
         except ProcessLookupError:
             os._exit(1)
         except PermissionError:
-            pass  # alive, another user's: not ours, but a process with that id is there
+            pass  # a process of another user holds that id: alive
         time.sleep(1.0)
 
 

@@ -342,7 +342,7 @@ class SFTRecipe:
         self.tokenizer.save_pretrained(folder)
         (folder / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.config), "metrics": metrics.as_data()}, indent=2))
         if with_state:
-            torch.save({**self._optimizer_state(folder), "scheduler": self.scheduler.state_dict(),
+            torch.save({**self._optimizer_state(), "scheduler": self.scheduler.state_dict(),
                         "epoch": self.epoch, "epoch_order": self.epoch_order, "next_start": self.next_start,
                         "order": self.order.getstate(), "torch_rng": torch.get_rng_state(),
                         "valid_cursor": self.valid_cursor, "steps": self.result.steps,
@@ -354,7 +354,7 @@ class SFTRecipe:
     def _save_weights(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
 
-    def _optimizer_state(self, folder: Path) -> dict[str, Any]:
+    def _optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state for the trainer state file (sharded.py writes its shards beside it)."""
         return {"optimizer": self.optimizer.state_dict()}
 

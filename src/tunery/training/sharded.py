@@ -188,7 +188,7 @@ class ShardedSFTRecipe(DataParallel, SFTRecipe):
         tied = {name for shared in names.values() for name in shared[1:]}
         self.model.save_pretrained(folder, state_dict={k: v for k, v in self._gathered.items() if k not in tied})
 
-    def _optimizer_state(self, folder: Path) -> dict[str, Any]:
+    def _optimizer_state(self) -> dict[str, Any]:
         return {}  # in its shards
 
     def _order(self, order) -> None:
