@@ -13,6 +13,7 @@ import gc
 import json
 import math
 import random
+import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -117,6 +118,7 @@ class SFTRecipe:
         dtype = training_dtype(self.device)
         attention = attention_implementation(cfg.attention, self.device, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.base_model)
+        self._tokenizer_files: dict[str, bytes] | None = None  # as save_pretrained writes them
         # A full checkpoint holds every weight; a LoRA one holds the adapter to put on the base.
         resumed_full = cfg.resume_from is not None and cfg.training_type == "full"
         model = AutoModelForCausalLM.from_pretrained(cfg.resume_from if resumed_full else cfg.base_model, dtype=dtype,
@@ -339,7 +341,7 @@ class SFTRecipe:
         """Weights (adapter or full), tokenizer, config and metrics, the trainer state to resume
         from, and last the manifest that marks the checkpoint complete."""
         self._save_weights(folder)
-        self.tokenizer.save_pretrained(folder)
+        self._save_tokenizer(folder)
         (folder / CONFIG_FILE).write_text(json.dumps({"config": asdict(self.config), "metrics": metrics.as_data()}, indent=2))
         if with_state:
             torch.save({**self._optimizer_state(), "scheduler": self.scheduler.state_dict(),
@@ -353,6 +355,16 @@ class SFTRecipe:
 
     def _save_weights(self, folder: Path) -> None:
         self.model.save_pretrained(folder)
+
+    def _save_tokenizer(self, folder: Path) -> None:
+        """The tokenizer's files, serialized once per run: they never change, and serializing a
+        large vocabulary at every checkpoint cost more than the checkpoint of a small model."""
+        if self._tokenizer_files is None:
+            with tempfile.TemporaryDirectory() as scratch:
+                self.tokenizer.save_pretrained(scratch)
+                self._tokenizer_files = {path.name: path.read_bytes() for path in Path(scratch).iterdir()}
+        for name, content in self._tokenizer_files.items():
+            (folder / name).write_bytes(content)
 
     def _optimizer_state(self) -> dict[str, Any]:
         """The optimizer's state for the trainer state file (sharded.py writes its shards beside it)."""
