@@ -2,7 +2,7 @@
 preference pairs that prefer a terse answer over a rambling one, scored on held-out prompts
 beside the base model.
 
-    python bench/dpo_quality.py [--data-dir DIR]
+    python bench/dpo_quality.py [--data-dir DIR] [--hyperparameters JSON]
 
 The data, examples/data/terse_{train,valid,test}.jsonl, was made for tunery and is under the
 repository's licence: 180 general-knowledge and how-to questions, split 150 to train and 30 to
@@ -60,12 +60,15 @@ COMMON = set("what which when where does that this with from have there their th
 
 
 def content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in COMMON}
+    """Words of four letters or more that are not common, a plural's "s" dropped ("atoms" is "atom"), and numbers."""
+    words = {w[:-1] if w.endswith("s") and not w.endswith("ss") else w
+             for w in re.findall(r"[a-z]{4,}", text.lower()) if w not in COMMON}
+    return words | set(re.findall(r"\d+", text))
 
 
 def on_topic(question: str, base_answer: str, answer: str) -> bool:
-    """Whether the answer shares a word of four letters or more (not a common one) with the question
-    or with the base model's answer to it: a model that collapsed into one reply to everything
+    """Whether the answer shares a content word (`content_words`) with the question or with the base
+    model's answer to it: a model that collapsed into one reply to everything
     ("You are a helpful AI...") is terse but not answering."""
     return bool(content_words(answer) & (content_words(question) | content_words(base_answer)))
 
@@ -118,7 +121,11 @@ def reward_accuracy(events) -> tuple[float | None, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, help="tunery's data directory [default: a fresh temporary one]")
+    parser.add_argument("--hyperparameters", type=json.loads, default={"beta": "auto"}, metavar="JSON",
+                        help='the DPO method\'s hyperparameters, to explore (e.g. \'{"beta": 0.3, "n_epochs": 2}\'); '
+                             'the goals are for all on "auto", the default')
     args = parser.parse_args()
+    on_auto = all(value == "auto" for value in args.hyperparameters.values())
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tunery-dpo-quality-")) / "data"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     tests = load("terse_test.jsonl")
@@ -133,7 +140,7 @@ def main() -> None:
               flush=True)
         try:
             job = client.fine_tuning.jobs.create(training_file=train.id, validation_file=valid.id, model=BASE,
-                                                 method={"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto"}}})
+                                                 method={"type": "dpo", "dpo": {"hyperparameters": args.hyperparameters}})
         except openai.APIStatusError as error:
             print(f"the DPO job was refused: {error.status_code} {error.message}", file=sys.stderr)
             sys.exit(1)
@@ -165,11 +172,11 @@ def main() -> None:
     print(f"\nterse answers to {len(tests)} held-out prompts: base {base:.1%}, dpo {dpo:.1%} (and on topic)")
     print("validation reward accuracy at the end: "
           + (f"{accuracy:.1%} ({source})" if accuracy is not None else "none reported by the job's metrics events"))
-    met = (base <= 0.20 and dpo >= 0.90 and accuracy is not None and accuracy >= 0.95 and minutes < 10)
+    met = on_auto and (base <= 0.20 and dpo >= 0.90 and accuracy is not None and accuracy >= 0.95 and minutes < 10)
     print(f"goals: {GOALS}")
     shown = f"{accuracy * 100:.0f}%" if accuracy is not None else "n/a"
     print(f"dpo_quality base={base * 100:.0f}% dpo={dpo * 100:.0f}% valid_reward_accuracy={shown} "
-          f"minutes={minutes:.1f} goal={'met' if met else 'not met'}")
+          f"minutes={minutes:.1f} goal={'met' if met else 'not met' if on_auto else 'n/a (not all on auto)'}")
 
 
 if __name__ == "__main__":
