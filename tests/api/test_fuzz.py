@@ -17,8 +17,8 @@ import tempfile
 import httpx
 import pytest
 import schemathesis
-from schemathesis.config import SchemathesisConfig
 from hypothesis import HealthCheck, settings
+from schemathesis.config import SchemathesisConfig
 
 from tests.helpers import MARV, TEST_KEY, TINY_MODEL, server_factory, upload, wait_until_finished
 from tunery.api.app import create_app
@@ -36,13 +36,6 @@ EXCLUDED_PATHS = r"^/v1/(chat/)?completions$"
 # - an export of a real model converts it (merged weights, GGUF: seconds to minutes of CPU per
 #   format); with generated ids it is fuzzed like the rest.
 CONVERTING_PATHS = r"/export$"
-
-
-def _document() -> dict:
-    with tempfile.TemporaryDirectory() as data_dir:
-        return create_app(Settings(data_dir=data_dir, database_url=None)).openapi()
-
-
 # - the coverage phase (every boundary of every schema, deterministically) of the graders, of an
 #   eval's creation and of its runs', whose bodies are unions (of the grader types, of the data
 #   sources): 5,600 of test_generated_requests' 7,100 requests (a minute); their generated examples stay,
@@ -50,6 +43,12 @@ def _document() -> dict:
 UNION_BODIES = r"^/v1/(evals(/\{eval_id\}/runs)?|fine_tuning/alpha/graders/(run|validate))$"
 CONFIG = SchemathesisConfig.from_dict({"operations": [
     {"include-path-regex": UNION_BODIES, "phases": {"coverage": {"enabled": False}}}]})
+
+
+def _document() -> dict:
+    with tempfile.TemporaryDirectory() as data_dir:
+        return create_app(Settings(data_dir=data_dir, database_url=None)).openapi()
+
 
 DOCUMENT = _document()
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG).exclude(path_regex=EXCLUDED_PATHS)
