@@ -34,6 +34,6 @@ def test_the_server_stops_promptly_with_generation_in_flight(start_server, tiny_
     server.process.wait(timeout=15)
     assert time.time() - stopped < 10, server.output()
     response = answer(waiting)
-    assert response.startswith("HTTP/1.1 500") and "server_shutting_down" in response, response
+    assert response.startswith("HTTP/1.1 500") and "server_shutting_down" in response, f"{response}\n{server.output()}"
     with pytest.raises(openai.APIError, match="shutting down"):  # the stream's error event
         list(streamed)

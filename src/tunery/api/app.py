@@ -62,10 +62,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # the process: out of the collector's sight, a full collection no longer walks it (130 ms, every
     # request in the process stopped meanwhile, on this 2-core machine: the p99 of bench/load.py).
     gc.freeze()
+    threading.Thread(target=_preload_first_chat, name="tunery-preload", daemon=True).start()
     yield
     engine = _engine(container)
     if engine is not None:
         await asyncio.to_thread(engine.close)  # what is still in flight ends; the engine thread with it
+
+
+def _preload_first_chat() -> None:
+    """What the first chat imports, imported in the background (its 5 s were the first chat's wait),
+    then put out of the collector's sight as what was made to start is (above)."""
+    from tunery.inference import preload
+
+    preload()
+    gc.freeze()
 
 
 def _engine(container: Container):
