@@ -1,7 +1,8 @@
 """Data-parallel training over 2 CPU processes (gloo) on the tiny model: the same job trains to the
 losses of one process (LoRA, full sharded and not, DPO), its checkpoints resume on 1 process and a
-1-process checkpoint on 2 (sharded full fine-tuning's too), a stop decided by rank 0 stops every
-rank at the same step, and a rank that dies fails the run with RankLost."""
+1-process checkpoint on 2 (sharded full fine-tuning's too), a sharded run continued from a LoRA
+model (its weights merged on rank 0 alone) trains as one process does, a stop decided by rank 0
+stops every rank at the same step, and a rank that dies fails the run with RankLost."""
 
 from __future__ import annotations
 
@@ -146,3 +147,17 @@ def test_sharded_full_fine_tuning_validates_and_checkpoints_as_one_process(tiny_
                     train(job(tiny_model_dir, "supervised", "full", resume_from=single), TWO_CPUS)):
         assert [m.step for m in resumed.history] == list(range(1, 10))
         assert losses(resumed) == pytest.approx(losses(straight), abs=TOLERANCE)
+
+
+def test_sharded_full_fine_tuning_of_a_lora_model_trains_as_one_process(tiny_model_dir, tmp_path):
+    """Only rank 0 reads the weights (and merges the adapter the job continues from); the other
+    rank builds the model's skeleton and receives its part: the losses are one process's."""
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    train(job(tiny_model_dir, n_epochs=1), checkpoint=lora)
+    continued = replace(job(tiny_model_dir, training_type="full"), start=Weights("lora", tiny_model_dir, adapter=lora))
+    one, two = train(continued), train(continued, TWO_CPUS)
+    assert distributed.build("supervised", continued, TWO_CPUS).ranks.sharded
+    assert losses(two) == pytest.approx(losses(one), abs=TOLERANCE)
+    plain = train(job(tiny_model_dir, training_type="full"))
+    assert losses(one)[0] < plain.history[0].train_loss - 0.1  # the adapter's training was there to go on from

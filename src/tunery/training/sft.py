@@ -110,7 +110,7 @@ class SFTRecipe:
 
     # setup -----------------------------------------------------------------------------------
     def setup(self, examples: list[dict[str, Any]], valid_examples: list[dict[str, Any]] | None = None) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoTokenizer
 
         cfg = self.config
         _seed_everything(cfg.seed)
@@ -121,12 +121,11 @@ class SFTRecipe:
         self._tokenizer_files: dict[str, bytes] | None = None  # as save_pretrained writes them
         # A full checkpoint holds every weight; a LoRA one holds the adapter to put on the base.
         resumed_full = cfg.resume_from is not None and cfg.training_type == "full"
-        model = AutoModelForCausalLM.from_pretrained(cfg.resume_from if resumed_full else cfg.base_model, dtype=dtype,
-                                                     attn_implementation=attention)
+        model = self._load(cfg.resume_from if resumed_full else cfg.base_model, dtype, attention)
         max_length = min(MAX_SEQUENCE_TOKENS, getattr(model.config, "max_position_embeddings", MAX_SEQUENCE_TOKENS))
         self.examples = self._render(examples, max_length)
         self.valid_examples = self._render(valid_examples or [], max_length)
-        self.model = self._place(self._trainable(model))
+        self.model = self._place(model)
         self.model.config.use_cache = False
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         self.steps_per_epoch = math.ceil(len(self.examples) / cfg.batch_size)
@@ -150,6 +149,13 @@ class SFTRecipe:
     def _render(self, examples: list[dict[str, Any]], max_length: int) -> list[Rendered]:
         return [render_example(self.tokenizer, e, max_length=max_length, prompt_loss_weight=self.config.prompt_loss_weight)
                 for e in examples]
+
+    def _load(self, source: str | Path, dtype: torch.dtype, attention: str | None):
+        """The model to train, in CPU memory: the weights of `source` (a base model, or a full
+        checkpoint to go on from), with the adapter to train or to go on from."""
+        from transformers import AutoModelForCausalLM
+
+        return self._trainable(AutoModelForCausalLM.from_pretrained(source, dtype=dtype, attn_implementation=attention))
 
     def _trainable(self, model):
         cfg = self.config

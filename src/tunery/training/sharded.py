@@ -20,8 +20,11 @@ the ranks, the same update as one process); what differs:
   and the optimizer's state as one shard per process (checkpoints.save_optimizer_shards): it
   resumes on any number of processes, one included, and a checkpoint of one process resumes here.
 
-Each process loads the whole model in CPU memory before sharding it (fully_shard moves each
-unit's part to the device): the device needs room for a part, the machine for a copy per process."""
+Only rank 0 reads the weights (in CPU memory, with what _load adds: the adapter merged for a job
+continued from a LoRA model); the other ranks build the model's skeleton on the meta device (no
+memory), shard it, allocate their parts and receive them from rank 0 (set_model_state_dict's
+broadcast_from_rank0), buffers (rotary frequencies) broadcast whole: a machine needs memory for
+one copy of the model, the devices room for a part each."""
 
 from __future__ import annotations
 
@@ -43,10 +46,21 @@ class ShardedSFTRecipe(DataParallel, SFTRecipe):
     _gathered: dict[str, torch.Tensor] | None = None  # rank 0: the whole model, for the checkpoint being written
 
     # setup -----------------------------------------------------------------------------------
+    def _load(self, source, dtype, attention):
+        if self.ranks.rank == 0:
+            return super()._load(source, dtype, attention)
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        with torch.device("meta"):  # shapes only: the weights come from rank 0 once sharded (_place)
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(source), dtype=dtype,
+                                                    attn_implementation=attention)
+
     def _place(self, model):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import FSDPModule, fully_shard
 
+        whole = model.state_dict() if self.ranks.rank == 0 else {}
         mesh = init_device_mesh(self.device.type, (self.ranks.world,))
         for layer in _decoder_layers(model):
             fully_shard(layer, mesh=mesh)
@@ -55,6 +69,11 @@ class ShardedSFTRecipe(DataParallel, SFTRecipe):
             if isinstance(module, FSDPModule):
                 module.set_gradient_divide_factor(1.0)  # summed, not averaged over the ranks
                 module.set_force_sum_reduction_for_comms(True)  # a plain sum (gloo has no pre-multiplied one)
+        if self.ranks.rank != 0:
+            model.to_empty(device=self.device)
+        set_model_state_dict(model, whole, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+        for buffer in model.buffers():  # not in the state dictionary (non-persistent): rank 0's, computed
+            dist.broadcast(buffer, 0)
         return model
 
     def _same_weights(self) -> None:
