@@ -22,28 +22,24 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_stopping_the_server_stops_its_worker(start_server):
+def loaded_torch(pid: int) -> bool:
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_the_server_makes_ready_to_chat_and_stopping_it_stops_its_worker(start_server):
     server = start_server()
     (worker,) = children(server.process.pid)
     assert running(worker)
+    deadline = time.time() + 60  # no chat was asked: torch comes from the background imports
+    while not loaded_torch(server.process.pid):
+        assert time.time() < deadline, "the server had not imported torch a minute after starting"
+        time.sleep(0.2)
     server.process.terminate()  # uvicorn re-raises SIGTERM, so no cleanup code of ours runs
     server.process.wait(timeout=30)
     deadline = time.time() + 15
     while running(worker):
         assert time.time() < deadline, "the worker outlived the server"
         time.sleep(0.1)
-
-
-def loaded_torch(pid: int) -> bool:
-    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
-
-
-def test_the_server_makes_ready_to_chat_before_the_first_chat(start_server, tiny_model_dir):
-    server = start_server(base_models=(tiny_model_dir,))
-    deadline = time.time() + 60
-    while not loaded_torch(server.process.pid):
-        assert time.time() < deadline, "the server had not imported torch a minute after starting"
-        time.sleep(0.2)
 
 
 def test_chats_sent_as_the_server_starts_are_answered(start_server, tiny_model_dir):
