@@ -6,10 +6,12 @@ beside the base model.
 
 The data, examples/data/terse_{train,valid,test}.jsonl, was made for tunery and is under the
 repository's licence: 180 general-knowledge and how-to questions, split 150 to train and 30 to
-validate, and 40 further questions in neither, the held-out test prompts. Each pair prefers a
-short first sentence of the base model's own answers (the shortest of a greedy and four sampled
-answers, at most 15 words) over its whole greedy answer (bench/terse_data.py made them, and says
-why). No system message asks for brevity: the style has to be learned from the preferences.
+validate, and 40 further questions in neither, the held-out test prompts. Each pair prefers the
+base model's own greedy answer cut where a terse answer stops (its first sentence, or the first
+sentence's beginning before a clause, at most 15 words) over the same answer's first two
+sentences; 80 more training pairs prefer it over another question's terse answer (93 + 80 pairs
+to train, 21 to validate; bench/terse_data.py made them, and says why). No system message asks
+for brevity: the style has to be learned from the preferences.
 
 The job is created with method {"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto"}}} and
 the validation file, everything else on "auto". Each test prompt is answered greedily

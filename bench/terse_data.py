@@ -1,32 +1,47 @@
 """How examples/data/terse_{train,valid}.jsonl's pairs were made from the base model's own answers,
 as preference data usually is (a model's answers, judged and edited by people): each question
-written for tunery is answered by SmolLM2-135M-Instruct through `tunery serve`, once greedily and
-SAMPLES times sampled (temperature 0.8, seed 1; max_tokens 64, cut there). The non-preferred output
-is the greedy answer (what the model says by default); the preferred output the shortest first
-sentence, among the greedy and sampled answers, of 3 to MAX_PREFERRED_WORDS words after which the
-answer went on: what a person asked to make the answer terse would keep. A question whose greedy
-answer is terse already, or none of whose answers begins with such a sentence, makes no pair (of
-150 + 30 questions, 110 + 23 pairs). The questions come from
-examples/data/terse_written_{train,valid}.jsonl, pairs written for tunery that the first version
-of the bench trained on (see below).
+written for tunery is answered greedily by SmolLM2-135M-Instruct through `tunery serve` (max_tokens
+64, cut there).
+
+- The preferred output is where a person asked to make that answer terse would cut it
+  (`terse_prefix`): its first sentence when that has 3 to MAX_PREFERRED_WORDS words and more
+  follows; otherwise the shortest beginning of the first sentence that stops before a clause
+  ("that", "which", "who", "where"; ", but", ", with", ", and") and has 3 to MAX_PREFERRED_WORDS
+  words, with a full stop. A question whose answer is terse already, or cannot be cut so, makes no pair (of 150 + 30
+  questions, 93 + 21 pairs).
+- The non-preferred output is the same answer's first two sentences (`rambling`): it goes on
+  where the terse one stops, without the lists and paragraphs that follow.
+- MISMATCHED of the training questions also get a pair whose non-preferred output is another
+  training question's preferred output (seeded): terse but not an answer to this question. The
+  validation file holds only the style's pairs (a question's own answer against another's is not
+  a style to generalize to new questions: its reward accuracy on them stays near chance).
 
     python bench/terse_data.py [--max-tokens 64]
 
-Measured why (bench/dpo_quality.py, SmolLM2, auto hyperparameters): with the written pairs (a
-correct answer of at most 15 words preferred over the same fact padded with chatty sentences),
-whose rambling answer begins with the terse one and goes on ("...protocols.\\n\\nIt grew out
-of..."), DPO learned to avoid what the base model never writes and its answers stayed long (5%
-terse, validation reward accuracy 100%); with the base model's answers as non-preferred but written
-terse answers as preferred, the preferred answers stayed unlikely and the model collapsed into short
-nonsense ("You are a helpful AI named SmolLM..."), counted terse. With the greedy answer's own first
-sentence when it had at most 20 words (89 + 20 pairs): 72.5% terse, the misses single sentences of
-21 to 35 words; the shortest of five answers' first sentences, at most 15 words (10 on average):
-77.5% terse and on topic, validation reward accuracy 100%, the misses short off-topic replies."""
+The questions come from examples/data/terse_written_{train,valid}.jsonl, pairs written for tunery
+that the first version of the bench trained on. Answers of a batch depend on how the engine batches
+concurrent requests: a new run does not give the same answers byte for byte.
+
+Measured why (bench/dpo_quality.py, SmolLM2, 40 held-out questions, share of greedy answers terse
+and on topic): written terse answers preferred over written rambling ones, 5% (DPO learned to avoid
+what the base model never writes); the base model's whole greedy answer as non-preferred, with the
+shortest first sentence of five answers (or of the greedy one, or a cut of it, as above) preferred:
+55% to 77.5%, every run's misses the same collapse into short replies to nothing ("SHEEP!", "Oh no,
+no no no...", "You're a helpful AI...", the default system message), worse with more optimization,
+and the same with LoRA rank 4 or 8, LoRA on attention only, beta 0.5, or 60 more questions. The
+summed log-probability of a long non-preferred answer is pushed down most cheaply by making every
+answer less likely, the on-topic ones first. Pairs preferring the question's terse answer over
+another question's (same length, so that shortness cannot win them) stopped the collapse: 75-82.5%,
+the misses now numbered lists ("1. 1. 1. 2. 3.") on how-to questions, their first token "1" risen
+from 0.02 to 0.57 (the lists of the whole answers pushed down). With the non-preferred output cut
+to two sentences, fluent and on-topic answers at the learning rate of the longer pairs (37.5% terse)
+and 95% at twice that rate, the auto rate since (hyperparameters.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -35,27 +50,59 @@ from pathlib import Path
 from dpo_quality import BASE, DATA, load, terse
 from server import serve
 
-
 MAX_PREFERRED_WORDS = 15
-SAMPLES = 4
+MIN_PREFERRED_WORDS = 3
+MISMATCHED = 80  # training questions that also get a pair against another question's terse answer
+SEED = 0
+CLAUSE = re.compile(r",?\s(?:that|which|who|where)\b|,\s(?:but|with|and)\s")
 
 
-def first_sentence(answer: str) -> str | None:
-    """The answer's first sentence when it is terse, 3 to MAX_PREFERRED_WORDS words, and more follows it; else None."""
-    match = re.match(r"(.+?[.!?])\s+\S", answer.strip(), re.DOTALL)
-    if match is None or not terse(match.group(1)) or not 3 <= len(match.group(1).split()) <= MAX_PREFERRED_WORDS:
-        return None
-    return match.group(1)
+def terse_prefix(answer: str) -> str | None:
+    """Where a person would cut the answer to make it terse (the module's docstring), or None."""
+    text = answer.strip()
+    match = re.match(r"(.+?[.!?])\s+\S", text, re.DOTALL)
+    if match and terse(match.group(1)) and MIN_PREFERRED_WORDS <= len(match.group(1).split()) <= MAX_PREFERRED_WORDS:
+        return match.group(1)
+    sentence = match.group(1) if match else text
+    cuts = [sentence[:clause.start()].rstrip(".!?") + "." for clause in CLAUSE.finditer(sentence)]
+    fitting = [cut for cut in cuts if terse(cut) and MIN_PREFERRED_WORDS <= len(cut.split()) <= MAX_PREFERRED_WORDS]
+    return fitting[0] if fitting else None
 
 
-def base_answers(client, inputs: list[dict], max_tokens: int) -> list[tuple[str, list[str]]]:
-    """Each input's greedy answer and SAMPLES sampled ones."""
-    def ask(given: dict) -> tuple[str, list[str]]:
-        greedy = client.chat.completions.create(model=BASE, messages=given["messages"], temperature=0,
-                                                max_tokens=max_tokens).choices[0].message.content
-        sampled = client.chat.completions.create(model=BASE, messages=given["messages"], temperature=0.8, n=SAMPLES,
-                                                 seed=1, max_tokens=max_tokens).choices
-        return greedy, [choice.message.content for choice in sampled]
+def rambling(answer: str, preferred: str) -> str:
+    """The answer's first two sentences (three when the second adds at most two words to the preferred output)."""
+    sentences = re.split(r"(?<=[.!?:])\s+", answer.strip())
+    two = " ".join(sentences[:2])
+    return two if len(two.split()) > len(preferred.split()) + 2 else " ".join(sentences[:3])
+
+
+def style_pairs(inputs: list[dict], greedy: list[str]) -> list[dict]:
+    """The preferred (terse) against the non-preferred (rambling) output of each answer that is not terse already."""
+    pairs = []
+    for given, answer in zip(inputs, greedy):
+        preferred = None if terse(answer.strip()) else terse_prefix(answer)
+        if preferred is not None:
+            pairs.append({"input": given, "preferred_output": [{"role": "assistant", "content": preferred}],
+                          "non_preferred_output": [{"role": "assistant", "content": rambling(answer, preferred)}]})
+    return pairs
+
+
+def with_mismatched(pairs: list[dict], count: int, seed: int = SEED) -> list[dict]:
+    """The pairs and `count` more, each a question's preferred output against another question's, shuffled."""
+    rng = random.Random(seed)
+    extra = []
+    for i in rng.sample(range(len(pairs)), count):
+        other = rng.choice([j for j in range(len(pairs)) if j != i])
+        extra.append({**pairs[i], "non_preferred_output": pairs[other]["preferred_output"]})
+    mixed = pairs + extra
+    rng.shuffle(mixed)
+    return mixed
+
+
+def greedy_answers(client, inputs: list[dict], max_tokens: int) -> list[str]:
+    def ask(given: dict) -> str:
+        return client.chat.completions.create(model=BASE, messages=given["messages"], temperature=0,
+                                              max_tokens=max_tokens).choices[0].message.content
     with ThreadPoolExecutor(8) as pool:  # the engine batches concurrent requests
         return list(pool.map(ask, inputs))
 
@@ -66,20 +113,13 @@ def main() -> None:
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="tunery-terse-data-")) / "data"
     with serve(data_dir) as client:
-        for name in ("terse_train.jsonl", "terse_valid.jsonl"):
-            pairs = load(name.replace("terse_", "terse_written_"))
-            answers = base_answers(client, [p["input"] for p in pairs], args.max_tokens)
-            made = []
-            for pair, (greedy, sampled) in zip(pairs, answers):
-                firsts = [first for first in map(first_sentence, [greedy, *sampled]) if first]
-                if terse(greedy.strip()) or not firsts:
-                    continue
-                shortest = min(firsts, key=lambda first: len(first.split()))
-                made.append({"input": pair["input"], "preferred_output": [{"role": "assistant", "content": shortest}],
-                             "non_preferred_output": [{"role": "assistant", "content": greedy}]})
+        for name, mismatched in (("terse_train.jsonl", MISMATCHED), ("terse_valid.jsonl", 0)):
+            inputs = [p["input"] for p in load(name.replace("terse_", "terse_written_"))]
+            pairs = style_pairs(inputs, greedy_answers(client, inputs, args.max_tokens))
+            made = with_mismatched(pairs, min(mismatched, len(pairs))) if mismatched else pairs
             (DATA / name).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in made))
-            print(f"{name}: {len(made)} pairs of the {len(pairs)} questions (the others' answers were terse already, "
-                  f"or began with no short enough sentence)")
+            print(f"{name}: {len(pairs)} pairs of the {len(inputs)} questions (the others' answers were terse "
+                  f"already, or could not be cut), {len(made) - len(pairs)} more against another question's answer")
 
 
 if __name__ == "__main__":

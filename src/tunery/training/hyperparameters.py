@@ -22,10 +22,11 @@ CPU_AUTO_BATCH_SIZE = 8  # on a CPU: measured fastest per example on SmolLM2 (1:
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
 # DPO moves a model that already answers well by small differences between two answers: far below
 # supervised training's rates (TRL's DPO default, 1e-6 in full, is for runs of thousands of steps).
-# LoRA on SmolLM2-135M, bench/dpo_quality.py (36 steps, x2.83 for the CPU batch): 5e-6 and 1e-5
-# changed too little (5% and 20% terse answers), 2e-5 the most (75%, but some answers degenerate);
-# on the bench's earlier data sets 5e-5 and 2e-4 over-optimized (short nonsense, odd answers).
-DPO_BASE_LEARNING_RATE = {"lora": 2e-5, "full": 1e-5}
+# LoRA on SmolLM2-135M, bench/dpo_quality.py (65 steps, x2.83 for the CPU batch): 2e-5 changed too
+# little (37.5% terse answers, fluent), 4e-5 95% terse and on topic. On the bench's earlier data
+# (whole rambling answers as non-preferred, 41 steps) 5e-6 and 1e-5 changed too little (5%, 20%),
+# 2e-5 and more collapsed answers into short replies to nothing (bench/terse_data.py says why).
+DPO_BASE_LEARNING_RATE = {"lora": 4e-5, "full": 1e-5}
 DPO_AUTO_BETA = 0.1  # TRL's default, and the DPO paper's
 REFERENCE_PARAMETERS = 135_000_000
 
