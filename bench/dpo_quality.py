@@ -2,16 +2,17 @@
 preference pairs that prefer a terse answer over a rambling one, scored on held-out prompts
 beside the base model.
 
-    python bench/dpo_quality.py [--data-dir DIR] [--hyperparameters JSON]
+    python bench/dpo_quality.py [--data-dir DIR] [--hyperparameters JSON] [--seed N]
 
 The data, examples/data/terse_{train,valid,test}.jsonl, was made for tunery and is under the
 repository's licence: 180 general-knowledge and how-to questions, split 150 to train and 30 to
 validate, and 40 further questions in neither, the held-out test prompts. Each pair prefers the
 base model's own greedy answer cut where a terse answer stops (its first sentence, or the first
 sentence's beginning before a clause, at most 15 words) over the same answer's first two
-sentences; 80 more training pairs prefer it over another question's terse answer (93 + 80 pairs
-to train, 21 to validate; bench/terse_data.py made them, and says why). No system message asks
-for brevity: the style has to be learned from the preferences.
+sentences (with the first line of a list it turns into); 80 more training pairs prefer it over
+another question's terse answer (93 + 80 pairs to train, 21 to validate; bench/terse_data.py made
+them, and says why). No system message asks for brevity: the style has to be learned from the
+preferences. The job draws its own seed unless --seed gives one.
 
 The job is created with method {"type": "dpo", "dpo": {"hyperparameters": {"beta": "auto"}}} and
 the validation file, everything else on "auto". Each test prompt is answered greedily
@@ -21,8 +22,8 @@ validation set (full_valid_reward_accuracy, at each epoch's end) where there is 
 validation mini-batch (valid_reward_accuracy). A DPO answer counts only if it is also on topic:
 it shares a content word with the question or with the base model's answer (`on_topic`), so that
 a model collapsed into one short reply to everything is not counted as terse. The last line says
-whether the goals are met on a 2-core CPU: base at most 20% terse, DPO at least 90%, validation reward accuracy at least 95%,
-the job under 10 minutes from creation to success.
+whether the goals are met on a 2-core CPU: base at most 20% terse, DPO at least 90%, validation
+reward accuracy at least 95%, the job under 10 minutes from creation to success.
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--hyperparameters", type=json.loads, default={"beta": "auto"}, metavar="JSON",
                         help='the DPO method\'s hyperparameters, to explore (e.g. \'{"beta": 0.3, "n_epochs": 2}\'); '
                              'the goals are for all on "auto", the default')
+    parser.add_argument("--seed", type=int, help="the job's seed, to compare data or settings on the same draws "
+                        "[default: none, the job draws its own]")
     args = parser.parse_args()
     on_auto = all(value == "auto" for value in args.hyperparameters.values())
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="tunery-dpo-quality-")) / "data"
@@ -141,8 +144,9 @@ def main() -> None:
         print(f"base model {BASE}: {base:.1%} of {len(tests)} held-out answers terse ({time.time() - started:.0f} s)",
               flush=True)
         try:
+            method = {"type": "dpo", "dpo": {"hyperparameters": args.hyperparameters}}
             job = client.fine_tuning.jobs.create(training_file=train.id, validation_file=valid.id, model=BASE,
-                                                 method={"type": "dpo", "dpo": {"hyperparameters": args.hyperparameters}})
+                                                 method=method, seed=args.seed)
         except openai.APIStatusError as error:
             print(f"the DPO job was refused: {error.status_code} {error.message}", file=sys.stderr)
             sys.exit(1)
