@@ -22,8 +22,9 @@ CPU_AUTO_BATCH_SIZE = 8  # on a CPU: measured fastest per example on SmolLM2 (1:
 BASE_LEARNING_RATE = {"lora": 1e-3, "full": 5e-5}
 # DPO moves a model that already answers well by small differences between two answers: far below
 # supervised training's rates (TRL's DPO default, 1e-6 in full, is for runs of thousands of steps).
-# LoRA on SmolLM2-135M, bench/dpo_quality.py (65 steps, x2.83 for the CPU batch): 2e-5 changed too
-# little (37.5% terse answers, fluent), 4e-5 85% to 95% terse and on topic (3 runs), 6e-5 85%. On
+# LoRA on SmolLM2-135M, bench/dpo_quality.py (66 steps, x2.83 for the CPU batch): 2e-5 changed too
+# little (37.5% terse answers, fluent), 4e-5 92.5% to 97.5% terse and on topic (5 runs; 85% to 95%
+# over 3 runs on data whose non-preferred outputs stopped before a list), 6e-5 85% on that data. On
 # the bench's earlier data (whole rambling answers as non-preferred, 41 steps) 5e-6 and 1e-5 changed
 # too little (5%, 20%), 2e-5 and more collapsed answers into short replies to nothing
 # (bench/terse_data.py says why).
