@@ -11,8 +11,8 @@ written for tunery is answered greedily by SmolLM2-135M-Instruct through `tunery
   no pair (of 150 + 30 questions, 93 + 21 pairs).
 - The non-preferred output is the same answer's first two sentences as written (`rambling`): it
   goes on where the terse one stops. When the answer turns into a list after a colon ("Here's
-  how:", a line break, "1. ..."), the list's first line is kept: how-to answers going on into lists were the
-  misses while the cut stopped at the colon.
+  how:", a line break, "1. ..."), the list's first line is kept: how-to answers going on into
+  lists were the misses while the cut stopped at the colon.
 - MISMATCHED of the training questions also get a pair whose non-preferred output is another
   training question's preferred output (seeded): terse but not an answer to this question. The
   validation file holds only the style's pairs (a question's own answer against another's is not
@@ -39,8 +39,9 @@ from 0.02 to 0.57 (the lists of the whole answers pushed down). With the non-pre
 to two sentences, fluent and on-topic answers at the learning rate of the longer pairs (37.5% terse)
 and 85% to 95% over three runs at twice that rate, the auto rate since (hyperparameters.py), the
 misses how-to answers going on into lists after the colon where the non-preferred output stopped.
-Keeping the list's first line in the non-preferred output (15 of the 114 style pairs changed): 95%, 92.5%,
-97.5% and 95% with seeds 1 to 4 (the earlier cut with seed 1: 92.5%), 97.5% without a seed."""
+Keeping the list's first line in the non-preferred output (15 of the 114 style pairs changed):
+95%, 92.5%, 97.5% and 95% with seeds 1 to 4 (the earlier cut with seed 1: 92.5%), 97.5% without
+a seed."""
 
 from __future__ import annotations
 
@@ -79,8 +80,8 @@ def terse_prefix(answer: str) -> str | None:
 
 def rambling(answer: str, preferred: str) -> str:
     """The answer's first two sentences as written (three when the second adds at most two words to
-    the preferred output). A colon before a line break ends a sentence too (a list's
-    heading, not "four parts: a, b"), and a sentence ending so goes on through the next line: the list the
+    the preferred output). A colon before a line break ends a sentence too (a list's heading, not
+    "four parts: a, b"), and a sentence ending so goes on through the next line: the list the
     answer turns into begins in the non-preferred output."""
     text = answer.strip()
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)|:(?=\s*\n)", text)] + [len(text)]
