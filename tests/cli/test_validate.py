@@ -119,6 +119,14 @@ def test_a_preference_file_is_reported_as_dpo_data_with_the_tokens_of_each_part(
         assert said in people.output, said
 
 
+def test_a_preference_file_gets_a_training_time_estimate(tiny_in_data_dir, tmp_path):
+    path = write_jsonl(tmp_path / "dpo.jsonl", [pair(*q) for q in QUESTIONS])
+    result = runner.invoke(app, ["validate", path, "--model", TINY_MODEL, "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)["stats"]
+    assert stats["estimated_seconds"] > 0
+
+
 def test_chat_reports_keep_their_shape(tiny_in_data_dir):
     result = runner.invoke(app, ["validate", str(SAMPLE_DATA / "marv.jsonl"), "--model", TINY_MODEL, "--json",
                                  "--no-estimate"])

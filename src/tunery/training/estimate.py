@@ -1,7 +1,7 @@
 """What a training file will cost before it trains: the epochs "auto" gives it, the tokens billed
 (as OpenAI bills: tokens x epochs) and the time on this machine. The time comes from a few real
-optimizer steps of the recipe on synthetic examples of the data set's typical length (tokens per
-second), dividing the billed tokens."""
+optimizer steps of the file's recipe (supervised, or DPO for preference pairs) on synthetic examples
+of the data set's typical length (tokens per second), dividing the billed tokens."""
 
 from __future__ import annotations
 
@@ -51,38 +51,58 @@ def estimate_training(stats: TokenStats, base_model: str | None = None, *, devic
     result = TrainingEstimate(n_epochs=epochs, billed_tokens=stats.tokens * epochs)
     if base_model is not None and stats.examples:
         bucket = max(1, round(stats.tokens_per_example.mean / TOKENS_BUCKET)) * TOKENS_BUCKET
+        preference = stats.preferred_tokens_per_example is not None
         with _measuring:
             from tunery.devices import resolve_device
 
-            speed = _measured(base_model, bucket, default_batch_size(stats.examples, resolve_device(device).type), device)
-        result.estimated_seconds = round(result.billed_tokens / speed, 1)
+            batch_size = default_batch_size(stats.examples, resolve_device(device).type)
+            speed = _measured(base_model, bucket, batch_size, device, preference)
+        seconds = result.billed_tokens / speed
+        if preference:
+            # DPO's reference pass before the first step: one forward of each pair, about half of what
+            # a LoRA step costs it (measured on SmolLM2, terse_train.jsonl: 56 s against 108 s of an
+            # epoch's steps; the backward computes no gradient for the frozen weights).
+            seconds += stats.tokens / speed / 2
+        result.estimated_seconds = round(seconds, 1)
     return result
 
 
 @functools.lru_cache(maxsize=64)
-def _measured(base_model: str, example_tokens: int, batch_size: int, device: str) -> float:
-    return measure_tokens_per_second(base_model, example_tokens=example_tokens, batch_size=batch_size, device=device)
+def _measured(base_model: str, example_tokens: int, batch_size: int, device: str, preference: bool) -> float:
+    return measure_tokens_per_second(base_model, example_tokens=example_tokens, batch_size=batch_size, device=device,
+                                     preference=preference)
 
 
 def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_size: int,
-                              training_type: str = "lora", device: str = "auto") -> float:
-    """Training throughput of the real recipe on examples of about example_tokens tokens."""
+                              training_type: str = "lora", device: str = "auto", preference: bool = False) -> float:
+    """Training throughput of the real recipe on examples of about example_tokens tokens; with
+    preference, DPO's on pairs of that many tokens in all (the input counted in both sequences, as
+    billed, though its recipe reads it once)."""
+    from tunery.training.dpo import DPOConfig, DPORecipe
     from tunery.training.sft import SFTConfig, SFTRecipe
 
-    half = max(MIN_EXAMPLE_TOKENS, example_tokens) // 2
-    examples = [{"prompt": " word" * half, "completion": " word" * half}] * batch_size * (MEASURED_STEPS + 1)
-    recipe = SFTRecipe(SFTConfig(base_model=base_model, n_epochs=1, batch_size=batch_size, learning_rate=1e-5,
-                                 training_type=training_type, device=device))
-    recipe.setup(examples)
+    size = max(MIN_EXAMPLE_TOKENS, example_tokens)
+    if preference:  # two sequences, each an input and an output
+        words = " word" * (size // 4)
+        example = {"input": {"messages": [{"role": "user", "content": words}]},
+                   "preferred_output": [{"role": "assistant", "content": words}],
+                   "non_preferred_output": [{"role": "assistant", "content": words + " more"}]}
+        recipe_type, config_type, count = DPORecipe, DPOConfig, lambda pair: pair.tokens
+    else:
+        example = {"prompt": " word" * (size // 2), "completion": " word" * (size // 2)}
+        recipe_type, config_type, count = SFTRecipe, SFTConfig, lambda rendered: len(rendered.input_ids)
+    recipe = recipe_type(config_type(base_model=base_model, n_epochs=1, batch_size=batch_size, learning_rate=1e-5,
+                                     training_type=training_type, device=device))
+    recipe.setup([example] * batch_size * (MEASURED_STEPS + 1))
     started: list[float] = []
     tokens = 0
 
     def on_step(metrics) -> bool:
         nonlocal tokens
-        if metrics.step == 1:  # the first step pays for lazy initialisation: not timed
+        if metrics.step == 1:  # the first step pays for lazy initialisation (DPO: and its reference pass): not timed
             started.append(time.perf_counter())
         else:
-            tokens += sum(len(e.input_ids) for e in recipe.examples[:batch_size])
+            tokens += sum(map(count, recipe.examples[:batch_size]))
         return True
 
     try:
@@ -90,3 +110,4 @@ def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_siz
     finally:
         recipe.cleanup()
     return tokens / (time.perf_counter() - started[0])
+
