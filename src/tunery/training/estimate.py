@@ -110,4 +110,3 @@ def measure_tokens_per_second(base_model: str, *, example_tokens: int, batch_siz
     finally:
         recipe.cleanup()
     return tokens / (time.perf_counter() - started[0])
-
